@@ -1,0 +1,72 @@
+# reprohunt — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+TRAIN_ENV := $(VENV)/train
+WORKFLOW_ENV := $(VENV)/workflow
+REQ := containers/requirements
+CORES ?= all
+UV := $(WORKFLOW_ENV)/bin/uv
+export UV_CACHE_DIR ?= $(CURDIR)/.venv/uv-cache
+
+# The CPU lock takes torch's CPU build from a local wheel folder when one is configured
+# (PIP_FIND_LINKS, as on the project's machines), else from PyTorch's CPU index.
+ifneq ($(strip $(PIP_FIND_LINKS)),)
+TORCH_CPU_SOURCE := --find-links $(PIP_FIND_LINKS)
+else
+TORCH_CPU_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
+endif
+LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--build-constraints $(REQ)/build-constraints.txt --custom-compile-command "make lock"
+
+.PHONY: help setup run test lint pytest lock bench audit image-test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+# An env is rebuilt when its lock changes (the stamp records the lock's hash).
+$(TRAIN_ENV)/.lock-sha256: $(REQ)/train.lock $(REQ)/train-cpu.lock $(REQ)/pip.lock pyproject.toml
+	containers/setup-env.sh train $(TRAIN_ENV)
+$(WORKFLOW_ENV)/.lock-sha256: $(REQ)/workflow.lock $(REQ)/pip.lock
+	containers/setup-env.sh workflow $(WORKFLOW_ENV)
+
+setup: $(TRAIN_ENV)/.lock-sha256 $(WORKFLOW_ENV)/.lock-sha256 ## create both envs from the hashed locks (if missing or stale)
+
+run: setup ## run the whole default workflow on the embedded synthetic corpus
+	$(WORKFLOW_ENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default
+
+lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
+	$(WORKFLOW_ENV)/bin/ruff check .
+	$(WORKFLOW_ENV)/bin/ruff format --check .
+	$(WORKFLOW_ENV)/bin/snakefmt --check .
+	$(WORKFLOW_ENV)/bin/snakemake --lint --cores 1
+	$(WORKFLOW_ENV)/bin/hadolint Dockerfile
+
+pytest: setup ## the test suite (pytest's exit 5 "no tests collected" is an error here)
+	PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" $(TRAIN_ENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test: lint pytest ## everything CI runs: lint + the whole test suite
+
+lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
+	@test -x $(UV) || { echo "make lock needs the workflow env (it holds uv): run make setup" >&2; exit 2; }
+	$(UV) pip compile $(REQ)/pip.in $(LOCK_FLAGS) -o $(REQ)/pip.lock
+	$(UV) pip compile $(REQ)/workflow.in $(LOCK_FLAGS) -o $(REQ)/workflow.lock
+	$(UV) pip compile $(REQ)/train.in $(LOCK_FLAGS) -o $(REQ)/train.lock
+	echo 'torch==2.13.0+cpu' >$(REQ)/.torch-cpu-override.txt
+	$(UV) pip compile $(REQ)/train.in $(LOCK_FLAGS) $(TORCH_CPU_SOURCE) \
+		--override $(REQ)/.torch-cpu-override.txt -o $(REQ)/train-cpu.lock
+	rm $(REQ)/.torch-cpu-override.txt
+
+bench: setup ## benchmarks; results under bench/results/, table in bench/README.md
+	$(TRAIN_ENV)/bin/python bench/run_all.py
+
+audit: setup ## re-check results/$(EXP) (EXP=speaker_id by default): envs, data, retraining
+	$(WORKFLOW_ENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default audit
+
+image-test: ## build the container with buildah (no Docker engine) and run the workflow in it
+	containers/image-test.sh
+
+clean: ## remove results, snakemake state and both envs
+	rm -rf results .snakemake $(VENV)
