@@ -1,0 +1,26 @@
+# reprohunt: data prep -> Orion hunt -> best trial -> retraining -> provenance + report.
+# Run from the repository root with the workflow env: `snakemake --cores N` (see README).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/hunt.smk"
+include: "workflow/rules/retrain.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/audit.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/report.html",
+        f"{RESULTS}/provenance.json",

@@ -1,0 +1,134 @@
+"""The best-trial step: `orion info` verbatim, plus the same facts as machine-readable files.
+
+Writes into the hunt folder:
+- `orion_info.txt`: exactly what `orion info -n NAME -v VERSION` prints;
+- `best.json` / `best.yaml`: the trial `orion info` calls best (Orion's own `stats.best_trials_id`,
+  so the two can never disagree), with params stripped of Orion's leading `/`;
+- `trials.json`: every trial with status, params, objective and duration, for the report and the
+  provenance record (so neither needs to import Orion).
+With a `fidelity()` dimension, the best is taken among trials at the highest fidelity instead,
+since a low-fidelity winner says little about a full-budget model; `selection_rule` says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpopt.pipeline.orion_storage import storage_env
+
+SELECTION_RULE = "minimum validation objective among completed trials (Orion minimises)"
+
+
+def plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Orion's `{'/lr': 0.01}` as `{'lr': 0.01}`, with numpy scalars as plain Python values."""
+    return {key.lstrip("/"): _plain(value) for key, value in params.items()}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def trial_record(trial: Any) -> dict[str, Any]:
+    duration = (
+        (trial.end_time - trial.start_time).total_seconds()
+        if trial.end_time and trial.start_time
+        else None
+    )
+    objective = trial.objective.value if trial.objective is not None else None
+    return {
+        "id": trial.id,
+        "status": trial.status,
+        "params": plain_params(trial.params),
+        "objective": objective,
+        "statistics": {s.name: s.value for s in trial.statistics},
+        "submit_time": trial.submit_time.isoformat() if trial.submit_time else None,
+        "start_time": trial.start_time.isoformat() if trial.start_time else None,
+        "end_time": trial.end_time.isoformat() if trial.end_time else None,
+        "duration_s": duration,
+        "working_dir": trial.working_dir,
+    }
+
+
+def fidelity_name(experiment: Any) -> str | None:
+    for name, dimension in experiment.space.items():
+        if dimension.type == "fidelity":
+            return name
+    return None
+
+
+def choose_best(experiment: Any, completed: list[Any]) -> tuple[Any, str]:
+    fidelity = fidelity_name(experiment)
+    if fidelity is None:
+        best_id = experiment.stats.best_trials_id
+        return next(t for t in completed if t.id == best_id), SELECTION_RULE
+    top = max(t.params[fidelity] for t in completed)
+    candidates = [t for t in completed if t.params[fidelity] == top]
+    best = min(candidates, key=lambda t: (t.objective.value, t.end_time))
+    return best, f"{SELECTION_RULE}, at the highest fidelity ({fidelity.lstrip('/')}={top})"
+
+
+def orion_info_text(name: str, version: int, env: dict[str, str], train_bin: Path) -> str:
+    result = subprocess.run(
+        [str(train_bin / "orion"), "info", "-n", name, "-v", str(version)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hunt", type=Path, required=True, help="hunt.json of the hunt step")
+    parser.add_argument("--out-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    import yaml
+    from orion.client import get_experiment
+
+    from hpopt.pipeline.orion_storage import storage_config
+
+    hunt = json.loads(args.hunt.read_text())
+    spec = json.loads((args.hunt.parent / "spec.json").read_text())
+    storage = storage_config(spec["storage"], args.hunt.parent)
+    experiment = get_experiment(hunt["name"], version=hunt["version"], storage=storage)
+    trials = experiment.fetch_trials(with_evc_tree=False)
+    completed = [t for t in trials if t.status == "completed"]
+    if not completed:
+        print(f"error: experiment {hunt['name']} has no completed trial", file=sys.stderr)
+        return 1
+    best, rule = choose_best(experiment, completed)
+
+    env = os.environ | storage_env(storage)
+    train_bin = Path(sys.executable).parent
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "orion_info.txt").write_text(
+        orion_info_text(hunt["name"], hunt["version"], env, train_bin)
+    )
+    record = {
+        "experiment": hunt["name"],
+        "version": hunt["version"],
+        "trial_id": best.id,
+        "objective": best.objective.value,
+        "params": plain_params(best.params),
+        "selection_rule": rule,
+        "trials_completed": len(completed),
+        "working_dir": best.working_dir,
+    }
+    (args.out_dir / "best.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out_dir / "best.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    records = sorted((trial_record(t) for t in trials), key=lambda r: r["submit_time"] or "")
+    (args.out_dir / "trials.json").write_text(json.dumps(records, indent=2) + "\n")
+    print(f"best trial {best.id}: objective {best.objective.value} params {record['params']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

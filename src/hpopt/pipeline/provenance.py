@@ -1,0 +1,227 @@
+"""`results/<exp>/provenance.json`: everything a reviewer needs to know how a result was made.
+
+Collected after retraining, from the files the earlier steps wrote (so no Orion import): code
+version, both environments (lock hashes and installed `pip freeze`), hardware and CUDA facts,
+data and feature hashes, seeds and determinism flags, the whole Orion experiment with every
+trial, the exact commands Snakemake ran, and each rule's wall time and peak memory. The
+`checklist` section maps these onto the ACL/NeurIPS reproducibility items for HPO.
+Database credentials never appear: storage is recorded through `public_description`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+# The code's checkout (the package is installed from it), not Snakemake's working directory.
+REPO = Path(__file__).resolve().parents[3]
+LOCKS = REPO / "containers" / "requirements"
+IMAGE_ENV_VARS = ("REPROHUNT_IMAGE", "REPROHUNT_IMAGE_DIGEST")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run(command: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=True, cwd=cwd).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def git_facts() -> dict[str, Any]:
+    commit = run(["git", "rev-parse", "HEAD"], cwd=REPO)
+    if commit is None:
+        return {"commit": None, "note": "not a git checkout (e.g. a copied tree)"}
+    status = run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO) or ""
+    diff = run(["git", "diff", "HEAD"], cwd=REPO) or ""
+    return {
+        "repository": str(REPO),
+        "commit": commit.strip(),
+        "dirty": bool(status.strip()),
+        "diff_sha256": sha256_bytes(diff.encode()) if diff else None,
+        "changed_files": [line[3:] for line in status.splitlines()],
+    }
+
+
+def env_facts(python: str) -> dict[str, Any]:
+    """Which lock built this venv (stamps written by containers/setup-env.sh) and what it holds."""
+    venv = Path(python).parent.parent
+    stamp, name = venv / ".lock-sha256", venv / ".lock-name"
+    freeze = run([python, "-m", "pip", "freeze", "--all"]) or ""
+    lock_name = name.read_text().strip() if name.exists() else None
+    lock_file = LOCKS / lock_name if lock_name else None
+    return {
+        "python": python,
+        "lock": lock_name,
+        "lock_sha256_at_setup": stamp.read_text().strip() if stamp.exists() else None,
+        "lock_sha256_now": sha256_file(lock_file) if lock_file and lock_file.exists() else None,
+        "pip_freeze": freeze.splitlines(),
+        "pip_freeze_sha256": sha256_bytes(freeze.encode()),
+    }
+
+
+def hardware_facts() -> dict[str, Any]:
+    import torch
+    from torch.utils import collect_env
+
+    facts: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())],
+        "nvidia_smi": run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv"]
+        ),
+        "image": {name: os.environ.get(name) for name in IMAGE_ENV_VARS},
+    }
+    facts["collect_env"] = collect_env.get_env_info()._asdict()
+    return facts
+
+
+def snakemake_command(output: str) -> str | None:
+    """The shell command Snakemake recorded for `output` (its metadata store)."""
+    record = (
+        Path.cwd() / ".snakemake" / "metadata" / base64.urlsafe_b64encode(output.encode()).decode()
+    )
+    if not record.exists():
+        return None
+    return json.loads(record.read_text()).get("shellcmd")
+
+
+def rule_costs(results: Path) -> dict[str, dict[str, float]]:
+    """Wall time (s) and peak memory (MiB) per rule, from Snakemake's `benchmark:` files."""
+    costs = {}
+    for path in sorted((results / "benchmarks").glob("*.tsv")):
+        with path.open() as handle:
+            row = next(csv.DictReader(handle, delimiter="\t"), None)
+        if row:
+            costs[path.stem] = {"wall_s": float(row["s"]), "max_rss_mib": _number(row["max_rss"])}
+    return costs
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None  # Snakemake writes NA when it could not measure
+
+
+def checklist(record: dict[str, Any]) -> dict[str, Any]:
+    """ACL 2021 / NeurIPS checklist items for hyperparameter search, filled from the record."""
+    orion, best = record["orion"], record["best"]
+    durations = [t["duration_s"] for t in orion["trials"] if t["duration_s"] is not None]
+    return {
+        "bounds_of_each_hyperparameter": orion["space"],
+        "number_of_trials": {
+            "completed": best["trials_completed"],
+            "total": len(orion["trials"]),
+            "max_trials": orion["max_trials"],
+        },
+        "method_of_choosing_hyperparameters": orion["algorithm"],
+        "selection_criterion": best["selection_rule"],
+        "best_configuration": best["params"],
+        "best_validation_objective": best["objective"],
+        "final_test_metrics": record["final_metrics"].get("test"),
+        "average_trial_runtime_s": sum(durations) / len(durations) if durations else None,
+        "rule_runtimes": record["rule_costs"],
+        "computing_infrastructure": {
+            key: record["hardware"][key] for key in ("platform", "cpu_count", "gpus", "torch")
+        },
+        "data_splits": record["data"].get("counts"),
+    }
+
+
+def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
+    hunt_dir = results / "hunt"
+    spec = json.loads((hunt_dir / "spec.json").read_text())
+    hunt = json.loads((hunt_dir / "hunt.json").read_text())
+    best = json.loads((hunt_dir / "best.json").read_text())
+    record: dict[str, Any] = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "results": str(results),
+        "git": git_facts(),
+        "environments": {
+            "train": env_facts(sys.executable),
+            "workflow": env_facts(workflow_python),
+        },
+        "hardware": hardware_facts(),
+        "data": json.loads((results / "data" / "prepared.json").read_text()),
+        "data_hashes_sha256": sha256_file(results / "data" / "hashes.json"),
+        "seeds": {
+            "recipe": spec["recipe_args"][spec["recipe_args"].index("--seed") + 1],
+            "orion_algorithm": spec["algorithm"],
+        },
+        "determinism": {
+            "torch.use_deterministic_algorithms": True,
+            "note": "set by the recipe; CPU reruns are bit-identical (make audit checks it)",
+        },
+        "orion": {
+            "experiment": hunt["name"],
+            "version": hunt["version"],
+            "storage": hunt["storage"],
+            "space": spec["space"],
+            "algorithm": spec["algorithm"],
+            "max_trials": spec["max_trials"],
+            "max_broken": spec["max_broken"],
+            "n_workers": spec["n_workers"],
+            "status_counts": hunt["status_counts"],
+            "trials": json.loads((hunt_dir / "trials.json").read_text()),
+        },
+        "best": best,
+        "final_metrics": json.loads((results / "final" / "metrics.json").read_text()),
+        "commands": {
+            "hunt": hunt["command"],
+            **{
+                step: snakemake_command(str(results / path))
+                for step, path in (
+                    ("prepare", "data/prepared.json"),
+                    ("hunt_rule", "hunt/hunt.json"),
+                    ("best", "hunt/best.json"),
+                    ("retrain", "final/metrics.json"),
+                )
+            },
+        },
+        "rule_costs": rule_costs(results),
+    }
+    record["checklist"] = checklist(record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True, help="results/<experiment>")
+    parser.add_argument("--workflow-python", required=True, help="the workflow env's python")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    record = build_record(args.results, args.workflow_python)
+    args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"provenance written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""`results/<exp>/report.html`: one self-contained page a reviewer can open anywhere.
+
+Best params and objective, final test metrics, a best-so-far (regret) plot and one
+parameter-vs-objective plot per searched hyperparameter (PNG, matplotlib, embedded as base64 so
+the page has no external files), the table of every trial, and the provenance summary. The PNGs
+are also written to `plots/` for `snakemake --report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f2f2f2} code{background:#f6f6f6;padding:1px 4px}
+img{max-width:100%} .best{background:#e8f5e9}
+"""
+
+
+def completed(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [t for t in trials if t["status"] == "completed" and t["objective"] is not None]
+
+
+def plot_regret(trials: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = completed(trials)
+    objectives = [t["objective"] for t in done]
+    best_so_far = [min(objectives[: i + 1]) for i in range(len(objectives))]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(range(1, len(done) + 1), objectives, "o", alpha=0.6, label="trial objective")
+    axis.step(range(1, len(done) + 1), best_so_far, where="post", label="best so far")
+    axis.set_xlabel("completed trial (in submission order)")
+    axis.set_ylabel("validation objective")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_params(trials: list[dict[str, Any]], space: dict[str, str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = completed(trials)
+    names = sorted(space)
+    columns = min(len(names), 3)
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names, strict=False):
+        values = [t["params"][name] for t in done]
+        axis.plot(values, [t["objective"] for t in done], "o", alpha=0.7)
+        axis.set_xlabel(name)
+        axis.set_ylabel("objective")
+        if space[name].startswith("loguniform"):
+            axis.set_xscale("log")
+    for axis in list(axes.flat)[len(names) :]:
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def table(header: list[str], rows: list[list[Any]], highlight: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr{' class=best' if index == highlight else ''}>"
+        + "".join(f"<td>{html.escape(_fmt(cell))}</td>" for cell in row)
+        + "</tr>"
+        for index, row in enumerate(rows)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render(results: Path) -> str:
+    hunt_dir = results / "hunt"
+    trials = json.loads((hunt_dir / "trials.json").read_text())
+    best = json.loads((hunt_dir / "best.json").read_text())
+    metrics = json.loads((results / "final" / "metrics.json").read_text())
+    provenance = json.loads((results / "provenance.json").read_text())
+    space = provenance["orion"]["space"]
+    names = sorted(space)
+    trial_rows = [
+        [
+            t["id"][:12],
+            t["status"],
+            t["objective"],
+            *(t["params"].get(n) for n in names),
+            t["duration_s"],
+        ]
+        for t in trials
+    ]
+    best_index = next((i for i, t in enumerate(trials) if t["id"] == best["trial_id"]), None)
+    metric_rows = [
+        [split, *(values.get(key) for key in ("error", "loss"))]
+        for split, values in metrics.items()
+        if isinstance(values, dict) and split in ("valid", "test")
+    ]
+    git, hardware = provenance["git"], provenance["hardware"]
+    envs = provenance["environments"]
+    facts = [
+        ["git commit", f"{git.get('commit')} (dirty: {git.get('dirty')})"],
+        *[
+            [f"{name} env", f"{env['lock']} sha256 {env['lock_sha256_now']}"]
+            for name, env in envs.items()
+        ],
+        [
+            "python / torch / CUDA",
+            f"{hardware['python']} / {hardware['torch']} / {hardware['torch_cuda']}",
+        ],
+        [
+            "platform",
+            f"{hardware['platform']}, {hardware['cpu_count']} CPUs, GPUs: "
+            f"{', '.join(hardware['gpus']) or 'none'}",
+        ],
+        [
+            "data",
+            f"{provenance['data'].get('source')} corpus sha256 "
+            f"{provenance['data'].get('corpus_sha256')}",
+        ],
+        ["features sha256", provenance["data"].get("features_sha256")],
+        ["seeds", json.dumps(provenance["seeds"])],
+        ["Orion storage", json.dumps(provenance["orion"]["storage"])],
+    ]
+    cost_rows = [
+        [rule, c["wall_s"], c["max_rss_mib"]] for rule, c in provenance["rule_costs"].items()
+    ]
+    title = f"reprohunt: {html.escape(best['experiment'])}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style></head>
+<body>
+<h1>{title}</h1>
+<p>Orion experiment <code>{html.escape(best["experiment"])}</code> v{best["version"]}:
+{best["trials_completed"]} completed trials. Selection: {html.escape(best["selection_rule"])}.</p>
+<h2>Best trial</h2>
+{
+        table(
+            ["trial", "objective", *names],
+            [[best["trial_id"], best["objective"], *(best["params"].get(n) for n in names)]],
+        )
+    }
+<h2>Final model (retrained with the best params)</h2>
+{table(["split", "error", "loss"], metric_rows)}
+<h2>Search</h2>
+{image(results / "plots" / "regret.png", "best objective so far")}
+{image(results / "plots" / "params.png", "objective against each hyperparameter")}
+<h3>Search space</h3>
+{table(["hyperparameter", "prior"], [[n, space[n]] for n in names])}
+<h3>All trials</h3>
+{table(["trial", "status", "objective", *names, "duration (s)"], trial_rows, best_index)}
+<h2>Provenance</h2>
+{table(["what", "value"], facts)}
+<h3>Time and memory per step</h3>
+{table(["rule", "wall (s)", "peak RSS (MiB)"], cost_rows)}
+<p>Full record: <code>provenance.json</code>. Re-check this result with <code>make audit</code>.</p>
+</body></html>
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True, help="results/<experiment>")
+    args = parser.parse_args(argv)
+    plots = args.results / "plots"
+    plots.mkdir(exist_ok=True)
+    trials = json.loads((args.results / "hunt" / "trials.json").read_text())
+    space = json.loads((args.results / "hunt" / "spec.json").read_text())["space"]
+    plot_regret(trials, plots / "regret.png")
+    plot_params(trials, space, plots / "params.png")
+    (args.results / "report.html").write_text(render(args.results))
+    print(f"report written to {args.results / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

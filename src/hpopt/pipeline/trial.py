@@ -1,0 +1,75 @@
+"""`hpopt-trial SCRIPT ARGS…`: how the workflow's `orion hunt` starts each trial.
+
+Orion runs the trial command without a shell and does not capture its output, so a failing
+trial would leave nothing but a line in the hunt log. This wrapper (stdlib only, so it starts in
+milliseconds) gives every trial:
+- its own log, `$ORION_WORKING_DIR/trial.log` (stdout and stderr of the recipe), which the hunt
+  rule names when trials break;
+- a wall-clock limit (`HPOPT_TRIAL_TIMEOUT` seconds): past it the trial is killed and exits 124,
+  which Orion counts as a broken trial (a hang never blocks the hunt);
+- the launcher chosen by the hunt (`HPOPT_TRIAL_LAUNCHER`: the train env's python, or
+  `hpopt-exec` for warm starts);
+- no orphans: the wrapper dies with Orion's worker and takes the recipe process with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from hpopt.pipeline.process import die_with_parent
+
+TIMEOUT_EXIT_CODE = 124
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: hpopt-trial SCRIPT [ARGS…] (run by `orion hunt`)", file=sys.stderr)
+        return 2
+    parent = os.getppid()
+    die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        return 1
+
+    launcher = os.environ.get("HPOPT_TRIAL_LAUNCHER", sys.executable)
+    timeout_text = os.environ.get("HPOPT_TRIAL_TIMEOUT")
+    timeout = float(timeout_text) if timeout_text else None
+    trial_dir = Path(os.environ.get("ORION_WORKING_DIR", "."))
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    log_path = trial_dir / "trial.log"
+    trial = os.environ.get("ORION_TRIAL_ID", "?")
+    print(f"trial {trial}: {launcher} {' '.join(args)} (log: {log_path})", flush=True)
+
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            [launcher, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+        def forward(signum: int, _frame: object) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, forward)
+        try:
+            code = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            message = f"trial {trial}: killed after the {timeout:g} s trial timeout"
+            log.write(f"\n{message}\n".encode())
+            print(message, flush=True)
+            return TIMEOUT_EXIT_CODE
+    # A negative code is a signal: report it the way a shell would (128 + signal number).
+    code = 128 - code if code < 0 else code
+    print(f"trial {trial}: exit {code}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The real Snakemake workflow: config validation, failure reporting, end to end, kill + rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow_run import REPO, SNAKEMAKE, TINY, merge, snakemake, write_config
+
+
+def test_unknown_config_key_stops_before_any_job(tmp_path: Path) -> None:
+    write_config(tmp_path, merge(TINY, {"hunt": {"max_trails": 3}}))
+    run = snakemake(tmp_path, "-n")
+    assert run.returncode != 0
+    assert "max_trails" in run.stderr + run.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    write_config(tmp_path, merge(TINY, {"hunt": {"max_trials": "many"}}))
+    run = snakemake(tmp_path, "-n")
+    assert run.returncode != 0
+    assert "max_trials" in run.stderr + run.stdout
+    assert "'many' is not of type 'integer'" in run.stderr + run.stdout
+
+
+def test_one_letter_space_key_is_refused(tmp_path: Path) -> None:
+    # Orion would pass `--x~…` to the script as `-x VALUE`; the schema refuses such names.
+    write_config(tmp_path, merge(TINY, {"hunt": {"space": {"x": "uniform(0, 1)"}}}))
+    run = snakemake(tmp_path, "-n")
+    assert run.returncode != 0
+    assert "'x'" in run.stderr + run.stdout
+
+
+def test_invalid_prior_fails_before_any_trial(tmp_path: Path) -> None:
+    write_config(tmp_path, merge(TINY, {"hunt": {"space": {"lr": "logunifrom(1e-3, 1e-2)"}}}))
+    run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json")
+    assert run.returncode != 0
+    log = (tmp_path / "results/speaker_id/logs/hunt.log").read_text()
+    assert "hunt.space.lr" in log and "logunifrom" in log
+    assert not (tmp_path / "results/speaker_id/hunt/trials").exists()
+
+
+def test_space_key_missing_from_train_yaml(tmp_path: Path) -> None:
+    space = {"emb_dim": "choices([16, 32])", "no_such_key": "uniform(0, 1)"}
+    write_config(tmp_path, merge(TINY, {"hunt": {"space": space}}))
+    run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json")
+    assert run.returncode != 0
+    log = (tmp_path / "results/speaker_id/logs/hunt.log").read_text()
+    assert "hunt.space.no_such_key" in log and "top-level key" in log
+
+
+@pytest.mark.slow
+def test_crashing_recipe_fails_the_rule_and_names_the_trial_log(tmp_path: Path) -> None:
+    recipe = str(REPO / "tests/fixtures/crashing_recipe")
+    write_config(tmp_path, merge(TINY, {"recipe": {"dir": recipe}}))
+    run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json")
+    assert run.returncode != 0
+    log = (tmp_path / "results/speaker_id/logs/hunt.log").read_text()
+    match = re.search(r"First failing trial's log: (\S+)", log)
+    assert match, log[-2000:]
+    trial_log = Path(match.group(1))
+    assert "this recipe always crashes" in trial_log.read_text()
+    assert "2 trial(s) broke (max_broken is 2); 0 completed" in log
+    assert not (tmp_path / "results/speaker_id/hunt/hunt.json").exists()
+
+
+@pytest.mark.slow
+def test_end_to_end_then_rerun_does_nothing(tmp_path: Path) -> None:
+    write_config(tmp_path, TINY)
+    run = snakemake(tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = tmp_path / "results/speaker_id"
+
+    best = json.loads((results / "hunt/best.json").read_text())
+    assert best["trials_completed"] >= 3
+    assert set(best["params"]) == {"emb_dim", "lr"}
+    assert yaml.safe_load((results / "hunt/best.yaml").read_text()) == best
+    info = (results / "hunt/orion_info.txt").read_text()
+    stats = info[info.index("Stats") :]
+    assert f"id: {best['trial_id']}" in stats
+    assert re.search(r"evaluation: (\S+)", stats).group(1) == repr(best["objective"])
+    for name, value in best["params"].items():
+        assert f"/{name}: {value}" in stats
+
+    trials = json.loads((results / "hunt/trials.json").read_text())
+    completed = [t for t in trials if t["status"] == "completed"]
+    assert best["objective"] == min(t["objective"] for t in completed)
+
+    metrics = json.loads((results / "final/metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["error"] <= 1.0
+    assert metrics["params"]["emb_dim"] == best["params"]["emb_dim"]
+    assert any((results / "final/save").iterdir()), "retraining wrote no checkpoint"
+
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["orion"]["experiment"] == best["experiment"]
+    assert len(provenance["orion"]["trials"]) == len(trials)
+    assert provenance["environments"]["train"]["pip_freeze"]
+    assert "retrain" in provenance["rule_costs"]
+    assert "--data_folder" in provenance["commands"]["retrain"]
+
+    report = (results / "report.html").read_text()
+    assert best["trial_id"] in report and "data:image/png;base64," in report
+    for plot in ("regret.png", "params.png"):
+        assert (results / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+
+    again = snakemake(tmp_path)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def completed_count(hunt_log: Path) -> int:
+    return len(re.findall(r": exit 0$", hunt_log.read_text(), re.M)) if hunt_log.exists() else 0
+
+
+@pytest.mark.slow
+def test_killed_hunt_resumes_without_losing_trials(tmp_path: Path) -> None:
+    write_config(tmp_path, merge(TINY, {"hunt": {"max_trials": 4}}))
+    results = tmp_path / "results/speaker_id"
+    hunt_log = results / "logs/hunt.log"
+    command = [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--workflow-profile",
+        str(REPO / "profiles/default"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+        "results/speaker_id/hunt/hunt.json",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 600
+    while completed_count(hunt_log) < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, "the workflow ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = completed_count(hunt_log)
+    assert done_before >= 2
+
+    run = snakemake(tmp_path, "results/speaker_id/hunt/best.json")
+    assert run.returncode == 0, run.stderr[-4000:]
+    trials = json.loads((results / "hunt/trials.json").read_text())
+    completed = [t for t in trials if t["status"] == "completed"]
+    assert len(completed) >= 4
+    assert len({t["id"] for t in trials}) == len(trials)
+    # The trials completed before the kill were kept, not run again.
+    finished_first = sorted(completed, key=lambda t: t["end_time"])[:done_before]
+    assert all(t["end_time"] < completed[-1]["end_time"] for t in finished_first)

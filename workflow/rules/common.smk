@@ -1,0 +1,94 @@
+"""Config validation and the values every rule shares."""
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+EXPERIMENT = config["experiment"]
+RESULTS = f"results/{EXPERIMENT}"
+TRAIN_ENV = os.environ.get("REPROHUNT_TRAIN_ENV", config["train_env"])
+TRAIN_PYTHON = f"{TRAIN_ENV}/bin/python"
+# The workflow env's interpreter: provenance records its `pip freeze` too.
+WORKFLOW_PYTHON = sys.executable
+RECIPE = config["recipe"]
+RECIPE_DIR = RECIPE["dir"]
+
+if not Path(TRAIN_PYTHON).exists():
+    raise WorkflowError(
+        f"train env not found: {TRAIN_PYTHON} does not exist. Create it with `make setup`, or set "
+        "`train_env:` in config/config.yaml (or REPROHUNT_TRAIN_ENV) to an existing virtualenv."
+    )
+for key in ("train_yaml", "hpopt_yaml"):
+    if not Path(RECIPE_DIR, RECIPE[key]).is_file():
+        raise WorkflowError(
+            f"config key recipe.{key}: {Path(RECIPE_DIR, RECIPE[key])} does not exist "
+            f"(recipe.dir is {RECIPE_DIR!r})."
+        )
+
+
+def cli_flags(options: dict) -> str:
+    """`{"n_speakers": 8}` -> `--n-speakers 8`, skipping unset (None) options."""
+    return " ".join(
+        f"--{key.replace('_', '-')} {shlex.quote(str(value))}"
+        for key, value in options.items()
+        if value is not None
+    )
+
+
+def prepare_args() -> str:
+    data = config["data"]
+    source = data["source"]
+    return f"--source {source} --n-mels {data['n_mels']} " + cli_flags(
+        data.get(source) or {}
+    )
+
+
+def hunt_spec() -> dict:
+    """Everything the hunt depends on, as one JSON-able dict (a Snakemake params trigger)."""
+    hunt = config["hunt"]
+    recipe_args = [
+        f"{RECIPE_DIR}/train.py",
+        f"{RECIPE_DIR}/{RECIPE['train_yaml']}",
+        "--hpopt",
+        f"{RECIPE_DIR}/{RECIPE['hpopt_yaml']}",
+        "--hpopt_mode",
+        "orion",
+        "--data_folder",
+        f"{RESULTS}/data",
+        "--output_folder",
+        "{trial.working_dir}",
+        "--device",
+        RECIPE["device"],
+        "--seed",
+        str(RECIPE["seed"]),
+    ]
+    return {
+        "experiment": EXPERIMENT,
+        "results": RESULTS,
+        "train_env": TRAIN_ENV,
+        "storage": config["orion"]["storage"],
+        "algorithm": hunt["algorithm"],
+        "max_trials": hunt["max_trials"],
+        "max_broken": hunt["max_broken"],
+        "n_workers": hunt["n_workers"],
+        "heartbeat": hunt.get("heartbeat", 120),
+        "trial_timeout": hunt.get("trial_timeout"),
+        "gpus": hunt.get("gpus", []),
+        "warm_launcher": hunt.get("warm_launcher", True),
+        "space": hunt["space"],
+        "recipe_args": recipe_args,
+    }
+
+
+def best_params_args(best_json: str) -> str:
+    """The best trial's params as recipe overrides (`--lr 0.003 …`), read when the job starts."""
+    params = json.loads(Path(best_json).read_text())["params"]
+    return " ".join(
+        f"--{key} {shlex.quote(str(value))}" for key, value in sorted(params.items())
+    )
