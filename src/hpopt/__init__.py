@@ -1,0 +1,48 @@
+"""``import hpopt as hp``: the SpeechBrain-compatible bridge between a recipe and Orion.
+
+A SpeechBrain recipe written for ``speechbrain.utils.hpopt`` works after changing its import
+line::
+
+    import hpopt as hp
+
+    with hp.hyperparameter_optimization(objective_key="error") as hp_ctx:
+        hparams_file, run_opts, overrides = hp_ctx.parse_arguments(sys.argv[1:])
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, overrides)  # overrides is a dict
+        ...
+        hp.report_result(valid_stats)  # the last one reported is sent at the end
+        if not hp_ctx.enabled:
+            ...  # e.g. the test evaluation, skipped in trials
+
+This package imports only the standard library at import time (a stdlib-only launcher client
+imports it); HyperPyYAML and torch are imported inside ``parse_arguments`` when needed.
+Behaviour and differences from SpeechBrain: :mod:`hpopt.context`, :mod:`hpopt.arguments`,
+:mod:`hpopt.reporters`, :mod:`hpopt.gpu_lease`.
+"""
+
+from hpopt.context import (
+    DEFAULT_TRIAL_ID,
+    HyperparameterOptimizationContext,
+    get_trial_id,
+    hyperparameter_optimization,
+    report_result,
+)
+from hpopt.distributed import get_rank, is_main_process
+from hpopt.errors import HpoptError
+from hpopt.reporters import GenericReporter, OrionReporter, Reporter, get_reporter, hpopt_mode
+
+__all__ = [
+    "DEFAULT_TRIAL_ID",
+    "GenericReporter",
+    "HpoptError",
+    "HyperparameterOptimizationContext",
+    "OrionReporter",
+    "Reporter",
+    "get_rank",
+    "get_reporter",
+    "get_trial_id",
+    "hpopt_mode",
+    "hyperparameter_optimization",
+    "is_main_process",
+    "report_result",
+]
