@@ -62,8 +62,8 @@ lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 bench: setup ## benchmarks; results under bench/results/, table in bench/README.md
 	$(TRAIN_ENV)/bin/python bench/run_all.py
 
-audit: setup ## re-check results/$(EXP) (EXP=speaker_id by default): envs, data, retraining
-	$(WORKFLOW_ENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default audit
+audit: setup ## re-check the finished results/<experiment>/: envs, data, retraining (AUDIT_HUNT=1: hunt too)
+	$(WORKFLOW_ENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default --forcerun audit audit
 
 image-test: ## build the container with buildah (no Docker engine) and run the workflow in it
 	containers/image-test.sh

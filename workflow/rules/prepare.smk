@@ -11,4 +11,5 @@ rule prepare:
         args=prepare_args(),
         out=f"{RESULTS}/data",
     shell:
-        "{params.python} -m hpopt.data.prepare {params.args} --out {params.out} > {log} 2>&1"
+        "{params.python} -m hpopt.data.prepare {params.args} --out {params.out} --overwrite"
+        " > {log} 2>&1"

@@ -1,0 +1,249 @@
+"""`make audit`: re-check an existing `results/<exp>/` against its provenance record.
+
+1. environments: each env's installed packages against its lock and against the recorded
+   `pip freeze` (every difference listed);
+2. data: every audio, manifest and feature file re-hashed (`hpopt.data.verify`), and the hashes
+   file itself against the record;
+3. retraining: the final model retrained from the recorded best params in a fresh folder, its
+   metrics compared with the recorded ones (bit-identical on CPU, within GPU_TOLERANCE on GPU);
+4. with AUDIT_HUNT=1: the whole hunt re-run as a new experiment, which must find the same best
+   params (a seeded sequential search replays its trial sequence).
+Prints a PASS/FAIL table, writes `audit/audit.json`, and exits 1 on any FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpopt.pipeline.provenance import LOCKS
+
+# Absolute tolerance on a retrained error/loss when the original ran on a GPU: cuDNN/cuBLAS
+# kernels are not bit-reproducible across runs even with deterministic flags.
+GPU_TOLERANCE = 0.02
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+
+
+def check(name: str, problems: list[str], skip_reason: str | None = None) -> dict[str, Any]:
+    if skip_reason:
+        return {"check": name, "status": SKIP, "details": [skip_reason]}
+    return {"check": name, "status": FAIL if problems else PASS, "details": problems}
+
+
+def lock_pins(lock: Path) -> dict[str, str]:
+    """`name==version` pins of a hashed lock, names normalised as pip does."""
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", lock.read_text(), re.M)
+    return {normalise(name): version for name, version in pins}
+
+
+def freeze_pins(lines: list[str]) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[normalise(name)] = version.strip()
+    return pins
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def current_freeze(python: str) -> list[str]:
+    result = subprocess.run(
+        [python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+    )
+    return result.stdout.splitlines()
+
+
+def env_problems(name: str, recorded: dict[str, Any], python: str, locks: Path) -> list[str]:
+    problems = []
+    installed = freeze_pins(current_freeze(python))
+    lock = locks / recorded["lock"] if recorded.get("lock") else None
+    if lock is None or not lock.exists():
+        problems.append(f"{name}: lock file {lock} not found")
+    else:
+        for package, version in sorted(lock_pins(lock).items()):
+            if installed.get(package) != version:
+                got = installed.get(package, "not installed")
+                problems.append(f"{name}: {package} is {got}, {lock.name} pins {version}")
+    before = freeze_pins(recorded["pip_freeze"])
+    for package in sorted(set(before) | set(installed)):
+        if before.get(package) != installed.get(package):
+            problems.append(
+                f"{name}: {package} was {before.get(package, 'absent')} in the recorded run, "
+                f"now {installed.get(package, 'absent')}"
+            )
+    return problems
+
+
+def data_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+    from hpopt.pipeline.provenance import sha256_file
+
+    data = results / "data"
+    problems = []
+    verify = subprocess.run(
+        [sys.executable, "-m", "hpopt.data.verify", str(data)], capture_output=True, text=True
+    )
+    if verify.returncode != 0:
+        problems += [
+            line for line in verify.stdout.splitlines() + verify.stderr.splitlines() if line
+        ]
+    if sha256_file(data / "hashes.json") != provenance["data_hashes_sha256"]:
+        problems.append(f"{data / 'hashes.json'} differs from the one recorded in provenance.json")
+    return problems
+
+
+def recipe_call(spec: dict[str, Any]) -> tuple[list[str], str, str]:
+    """(train.py + train.yaml, device, seed) of the recorded run, from the hunt's recipe args."""
+    args = spec["recipe_args"]
+    return args[:2], args[args.index("--device") + 1], args[args.index("--seed") + 1]
+
+
+def retrain_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+    spec = json.loads((results / "hunt" / "spec.json").read_text())
+    (script, train_yaml), device, seed = recipe_call(spec)
+    out = results / "audit" / "retrain"
+    shutil.rmtree(out, ignore_errors=True)
+    params = [
+        item
+        for key, value in sorted(provenance["best"]["params"].items())
+        for item in (f"--{key}", str(value))
+    ]
+    command = [sys.executable, script, train_yaml, "--data_folder", str(results / "data")]
+    command += ["--output_folder", str(out), "--device", device, "--seed", seed, *params]
+    with (results / "audit" / "retrain.log").open("w") as log:
+        run = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if run.returncode != 0:
+        return [f"retraining failed (exit {run.returncode}); see {results / 'audit/retrain.log'}"]
+    recorded = json.loads((results / "final" / "metrics.json").read_text())
+    fresh = json.loads((out / "metrics.json").read_text())
+    on_gpu = device.startswith("cuda")
+    problems = []
+    for split in ("valid", "test"):
+        for key, value in recorded.get(split, {}).items():
+            new = fresh.get(split, {}).get(key)
+            same = (
+                new == value
+                if not on_gpu
+                else new is not None and abs(new - value) <= GPU_TOLERANCE
+            )
+            if not same:
+                rule = f"within {GPU_TOLERANCE}" if on_gpu else "bit-identical"
+                problems.append(
+                    f"{split} {key}: recorded {value!r}, retrained {new!r} ({rule} required)"
+                )
+    return problems
+
+
+def hunt_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+    """Re-run the hunt as experiment `<name>-audit` under audit/ and compare the best params."""
+    from hpopt.pipeline import best, hunt
+
+    spec = json.loads((results / "hunt" / "spec.json").read_text())
+    audit_hunt = results / "audit" / "hunt"
+    shutil.rmtree(audit_hunt, ignore_errors=True)
+    audit_hunt.mkdir(parents=True)
+    spec |= {"experiment": f"{spec['experiment']}-audit", "storage": {"type": "pickleddb"}}
+    (audit_hunt / "spec.json").write_text(json.dumps(spec, indent=2))
+    code = hunt.main(
+        [
+            "--spec",
+            str(audit_hunt / "spec.json"),
+            "--data",
+            str(results / "data/prepared.json"),
+            "--out",
+            str(audit_hunt / "hunt.json"),
+        ]
+    )
+    if code != 0:
+        return [f"the audit hunt failed (exit {code})"]
+    best.main(["--hunt", str(audit_hunt / "hunt.json"), "--out-dir", str(audit_hunt)])
+    found = json.loads((audit_hunt / "best.json").read_text())
+    recorded = provenance["best"]
+    problems = []
+    if found["params"] != recorded["params"]:
+        problems.append(
+            f"best params: recorded {recorded['params']}, re-run found {found['params']}"
+        )
+    if found["objective"] != recorded["objective"]:
+        problems.append(
+            f"best objective: recorded {recorded['objective']}, re-run {found['objective']}"
+        )
+    return problems
+
+
+def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) -> list[dict]:
+    provenance = json.loads((results / "provenance.json").read_text())
+    envs = provenance["environments"]
+    checks = [
+        check(
+            "train env matches lock and record",
+            env_problems("train", envs["train"], sys.executable, locks),
+        ),
+        check(
+            "workflow env matches lock and record",
+            env_problems("workflow", envs["workflow"], workflow_python, locks),
+        ),
+        check("data and features re-hashed", data_problems(results, provenance)),
+        check("retraining reproduces the final metrics", retrain_problems(results, provenance)),
+    ]
+    spec = json.loads((results / "hunt" / "spec.json").read_text())
+    skip = None
+    if not rerun_hunt:
+        skip = "set AUDIT_HUNT=1 to re-run the hunt"
+    elif spec["n_workers"] != 1:
+        skip = "parallel workers do not replay a trial sequence; audit needs n_workers: 1"
+    checks.append(
+        check(
+            "hunt re-run finds the same best params",
+            [] if skip else hunt_problems(results, provenance),
+            skip,
+        )
+    )
+    return checks
+
+
+def print_table(checks: list[dict[str, Any]]) -> None:
+    width = max(len(c["check"]) for c in checks)
+    for item in checks:
+        print(f"{item['status']:<5} {item['check']:<{width}}")
+        for detail in item["details"]:
+            print(f"      - {detail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True, help="results/<experiment>")
+    parser.add_argument("--workflow-python", required=True, help="the workflow env's python")
+    parser.add_argument("--locks", type=Path, default=LOCKS, help="folder of the lock files")
+    parser.add_argument("--out", type=Path, help="default: <results>/audit/audit.json")
+    args = parser.parse_args(argv)
+    if not (args.results / "provenance.json").exists():
+        print(
+            f"error: {args.results / 'provenance.json'} not found: audit a finished run "
+            "(run `make run` first)",
+            file=sys.stderr,
+        )
+        return 2
+    (args.results / "audit").mkdir(exist_ok=True)
+    checks = audit(
+        args.results, args.workflow_python, args.locks, os.environ.get("AUDIT_HUNT") == "1"
+    )
+    print_table(checks)
+    passed = all(c["status"] != FAIL for c in checks)
+    out = args.out or args.results / "audit" / "audit.json"
+    out.write_text(json.dumps({"passed": passed, "checks": checks}, indent=2) + "\n")
+    print("audit", "PASSED" if passed else "FAILED", f"({out})")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
