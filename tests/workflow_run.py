@@ -30,13 +30,21 @@ TINY = {
 }
 
 
+# Values that are one setting each: an override replaces them whole instead of adding keys.
+WHOLE_VALUES = {"algorithm", "space"}
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Nested dict update; a value of None in `extra` removes the key."""
     merged = copy.deepcopy(base)
     for key, value in extra.items():
         if value is None:
             merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+        elif (
+            isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+            and key not in WHOLE_VALUES
+        ):
             merged[key] = merge(merged[key], value)
         else:
             merged[key] = value

@@ -1,3 +1,21 @@
+# hunt.parallel_hunts > 1: that many `hunt_worker` jobs (one per node on SLURM) join one Orion
+# experiment, and `hunt` only judges it once they have all ended. With 1, `hunt` does both.
+PARALLEL_HUNTS = config["hunt"].get("parallel_hunts", 1)
+HUNT_WORKERS = [
+    f"{RESULTS}/hunt/workers/{worker}.json" for worker in range(PARALLEL_HUNTS)
+]
+
+
+localrules:
+    hunt_spec,
+
+
+if PARALLEL_HUNTS > 1:
+
+    localrules:
+        hunt,
+
+
 rule hunt_spec:
     """The hunt's full specification as a file, so any change to it reruns the hunt."""
     output:
@@ -12,23 +30,46 @@ rule hunt_spec:
         )
 
 
-rule hunt:
-    """`orion hunt` over the recipe; fails when Orion reports a broken experiment (train env)."""
+rule hunt_worker:
+    """One of hunt.parallel_hunts `orion hunt` processes of the experiment (train env)."""
     input:
         data=f"{RESULTS}/data/prepared.json",
         spec=f"{RESULTS}/hunt/spec.json",
+    output:
+        f"{RESULTS}/hunt/workers/{{worker}}.json",
+    log:
+        f"{RESULTS}/logs/hunt_worker_{{worker}}.log",
+    wildcard_constraints:
+        worker=r"\d+",
+    # Locally the workers share the cores; on SLURM each job gets its own node's CPUs.
+    threads: max(1, workflow.cores // PARALLEL_HUNTS)
+    params:
+        python=TRAIN_PYTHON,
+    shell:
+        "{params.python} -m hpopt.pipeline.hunt --spec {input.spec} --data {input.data}"
+        " --worker {wildcards.worker} --out {output} > {log} 2>&1"
+
+
+rule hunt:
+    """`orion hunt` over the recipe, or the judgement of the hunt workers; fails when Orion
+    reports a broken experiment, naming the first failing trial's log (train env)."""
+    input:
+        data=f"{RESULTS}/data/prepared.json",
+        spec=f"{RESULTS}/hunt/spec.json",
+        workers=HUNT_WORKERS if PARALLEL_HUNTS > 1 else [],
     output:
         f"{RESULTS}/hunt/hunt.json",
     log:
         f"{RESULTS}/logs/hunt.log",
     benchmark:
         f"{RESULTS}/benchmarks/hunt.tsv"
-    threads: workflow.cores
+    threads: workflow.cores if PARALLEL_HUNTS == 1 else 1
     params:
         python=TRAIN_PYTHON,
+        mode="--judge" if PARALLEL_HUNTS > 1 else "",
     shell:
         "{params.python} -m hpopt.pipeline.hunt --spec {input.spec} --data {input.data}"
-        " --out {output} > {log} 2>&1"
+        " --out {output} {params.mode} > {log} 2>&1"
 
 
 rule best:

@@ -1,73 +1,63 @@
-"""The workflow's hunt step: validate, recover, run `orion hunt`, then judge it by Orion's records.
+"""The workflow's hunt step: check, recover, run `orion hunt`, then judge it by Orion's records.
 
 Why a wrapper around `orion hunt`:
 - `orion hunt` exits 0 even when the experiment broke, so success is read back through Orion's
   API (completed/broken trials), and a failure names the first broken trial's log;
-- priors and search-space keys are checked before any trial runs;
+- inputs, priors, writable folders, free space, GPUs and the database are checked before any
+  trial runs (hpopt.pipeline.preflight);
 - the Orion experiment name carries a hash of everything that defines the search (space,
   algorithm, recipe arguments, data), so a changed space starts a new experiment instead of
   mixing its trials with old ones, while a raised budget (max_trials) continues the same one;
-- after a crash, state left by dead processes (reserved trials, the PickledDB soft lock, the
-  algorithm lock) is cleared, but only when no other hunt process holds this experiment.
+- after a crash, what dead processes left (reserved trials, the PickledDB soft lock, the
+  algorithm lock) is released, but only when no hunt process holds this experiment
+  (hpopt.pipeline.recovery).
+
+Three modes, so that one experiment can be hunted by several processes (hosts, SLURM jobs):
+- default: hunt, then judge the experiment and write hunt.json (one hunt process);
+- `--worker I`: one of `hunt.parallel_hunts` processes joining the same experiment; it fails only
+  when its own `orion hunt` failed or the experiment broke, and writes a small worker record;
+- `--judge`: once every worker has ended, judge the experiment and write hunt.json.
+With W trial slots in all (`n_workers` x `parallel_hunts`), Orion completes between max_trials and
+max_trials + W - 1 trials: a slot that starts a trial while fewer than max_trials are complete
+finishes it (see docs/scaling-out.md). Every completed trial is kept.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hpopt.pipeline.orion_storage import (
-    DB_FILE,
     public_description,
+    redact,
     storage_config,
     storage_env,
 )
+from hpopt.pipeline.preflight import (
+    DEFAULT_MIN_FREE_MB,
+    HuntError,
+    check_inputs,
+    check_mongodb,
+    check_writable,
+    trial_gpus,
+    validate_space,
+)
 from hpopt.pipeline.process import die_with_parent
+from hpopt.pipeline.recovery import clear_stale_db_lock, hunt_membership, recover_dead_workers
 
-# A reserved trial of a dead worker is only reclaimed by Orion after 5 x heartbeat; the
-# PickledDB soft lock is held for milliseconds by a live process.
-STALE_DB_LOCK_AGE_S = 60
 LOG_TAIL_LINES = 15
-
-
-class HuntError(Exception):
-    """A problem the user must fix; the message says what and where."""
 
 
 def load_spec(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
-
-
-def validate_space(space: dict[str, str], train_yaml: Path) -> None:
-    """Every searched key is a top-level key of train.yaml and every prior parses in Orion."""
-    from orion.core.io.space_builder import SpaceBuilder
-
-    top_level = set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", train_yaml.read_text(), re.M))
-    problems = [
-        f"hunt.space.{key}: '{key}' is not a top-level key of {train_yaml}; only top-level keys "
-        "can be searched (lift nested values to the top level and !ref them)"
-        for key in space
-        if key not in top_level
-    ]
-    for key, prior in space.items():
-        try:
-            SpaceBuilder().build({f"/{key}": prior})
-        except (TypeError, ValueError, SyntaxError) as error:
-            problems.append(f"hunt.space.{key}: invalid Orion prior {prior!r}: {error}")
-    if problems:
-        raise HuntError("invalid search space in config/config.yaml:\n  " + "\n  ".join(problems))
 
 
 def experiment_name(spec: dict[str, Any], prepared: dict[str, Any]) -> str:
@@ -80,6 +70,13 @@ def experiment_name(spec: dict[str, Any], prepared: dict[str, Any]) -> str:
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{spec['experiment']}-{digest[:8]}"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Concurrent hunt processes write the same files; a reader never sees half of one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def write_orion_config(spec: dict[str, Any], hunt_dir: Path) -> Path:
@@ -103,7 +100,7 @@ def write_orion_config(spec: dict[str, Any], hunt_dir: Path) -> Path:
         "evc": {"enable": False},
     }
     path = hunt_dir / "orion.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_atomically(path, yaml.safe_dump(config, sort_keys=False))
     return path
 
 
@@ -121,60 +118,19 @@ def hunt_command(spec: dict[str, Any], name: str, config_path: Path) -> list[str
     return [orion, "hunt", "-n", name, "-c", str(config_path), trial, *spec["recipe_args"], *priors]
 
 
-@contextlib.contextmanager
-def hunt_membership(hunt_dir: Path, recover: Callable[[], None]) -> Iterator[None]:
-    """Hold a shared lock on `hunt.lock` while hunting; run `recover` when no one else does.
-
-    Every hunt process of this experiment folder holds the lock shared, and the kernel drops the
-    lock of a dead process. Getting it exclusively therefore proves that every earlier hunter is
-    dead, so whatever they left reserved or locked can be released safely.
-    """
-    with (hunt_dir / "hunt.lock").open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-        else:
-            recover()
-            fcntl.flock(handle, fcntl.LOCK_SH)  # let other hunters join from now on
-        yield
-
-
-def clear_stale_db_lock(hunt_dir: Path) -> list[str]:
-    """Remove a PickledDB soft lock (left on overlayfs/NFS/tmpfs by a killed process)."""
-    lock = hunt_dir / f"{DB_FILE}.lock"
-    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_DB_LOCK_AGE_S:
-        lock.unlink()
-        return [f"removed stale PickledDB lock {lock} (its owner is gone)"]
-    return []
-
-
-def recover_dead_workers(storage: dict[str, Any], name: str) -> list[str]:
-    """Give trials of dead workers (and broken ones) back to the pool; free the algorithm lock."""
-    from orion.core.io.experiment_builder import ExperimentBuilder
-    from orion.core.utils.exceptions import NoConfigurationError
-
-    builder = ExperimentBuilder(storage)
-    try:
-        experiment = builder.load(name=name, mode="w")
-    except NoConfigurationError:
-        return []
-    messages = []
-    reserved = builder.storage.update_trials(
-        experiment, where={"status": "reserved"}, status="interrupted"
-    )
-    if reserved:
-        messages.append(f"{reserved} trial(s) reserved by a dead worker returned to the pool")
-    # A rerun after a failed hunt retries the broken trials (their trial.log is appended to)
-    # instead of stopping at once on the old broken count.
-    broken = builder.storage.update_trials(
-        experiment, where={"status": "broken"}, status="interrupted"
-    )
-    if broken:
-        messages.append(f"{broken} broken trial(s) of an earlier run will be retried")
-    if builder.storage.release_algorithm_lock(uid=experiment.id):
-        messages.append("released the algorithm lock left by a dead worker")
-    return messages
+def hunt_environment(
+    spec: dict[str, Any], storage: dict[str, Any], hunt_dir: Path, gpus: list[str]
+) -> dict[str, str]:
+    """What `orion hunt` and, through it, every trial get: storage, launcher, timeout, GPUs."""
+    env = os.environ | storage_env(storage) | {"HPOPT_TRIAL_LAUNCHER": trial_launcher(spec)}
+    # One warm server per host: hunt processes of other nodes may share this folder.
+    env["HPOPT_EXEC_SOCKET"] = str((hunt_dir / f"warm-{socket.gethostname()}.sock").resolve())
+    if spec.get("trial_timeout"):
+        env["HPOPT_TRIAL_TIMEOUT"] = str(spec["trial_timeout"])
+    if gpus:
+        env["HPOPT_GPUS"] = ",".join(gpus)
+        env["HPOPT_LEASE_DIR"] = str((hunt_dir / "gpu-leases").resolve())
+    return env
 
 
 def run_orion(command: list[str], env: dict[str, str]) -> int:
@@ -234,60 +190,112 @@ def failure_message(result: dict[str, Any], max_broken: int) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, required=True, help="hunt/spec.json of the workflow")
-    parser.add_argument("--data", type=Path, required=True, help="the data's prepared.json")
-    parser.add_argument("--out", type=Path, required=True, help="hunt.json to write on success")
-    args = parser.parse_args(argv)
+def unfinished_message(result: dict[str, Any], max_trials: int) -> str | None:
+    """After every hunt process has ended, an unfinished experiment means one stopped early."""
+    if result["is_done"]:
+        return None
+    return (
+        f"Orion experiment {result['name']} is not finished ({result['completed']} of "
+        f"{max_trials} trials completed, {result['status_counts']}) although every hunt process "
+        "has ended: see the hunt logs for the one that stopped early; rerun to continue"
+    )
 
-    spec = load_spec(args.spec)
-    hunt_dir = args.spec.parent
-    try:
-        train_yaml = Path(spec["recipe_args"][1])
-        validate_space(spec["space"], train_yaml)
-        if not os.access(hunt_dir, os.W_OK):
-            raise HuntError(f"results folder {hunt_dir} is not writable")
-    except HuntError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
 
-    prepared = json.loads(args.data.read_text())
-    name = experiment_name(spec, prepared)
-    storage = storage_config(spec["storage"], hunt_dir)
-    config_path = write_orion_config(spec, hunt_dir)
-    command = hunt_command(spec, name, config_path)
-    env = os.environ | storage_env(storage) | {"HPOPT_TRIAL_LAUNCHER": trial_launcher(spec)}
-    env |= {"HPOPT_EXEC_SOCKET": str((hunt_dir / "warm.sock").resolve())}
-    if spec.get("trial_timeout"):
-        env["HPOPT_TRIAL_TIMEOUT"] = str(spec["trial_timeout"])
-    if spec.get("gpus"):
-        env["HPOPT_GPUS"] = ",".join(str(gpu) for gpu in spec["gpus"])
-        env["HPOPT_LEASE_DIR"] = str((hunt_dir / "gpu-leases").resolve())
+def preflight(
+    spec: dict[str, Any], hunt_dir: Path, data: Path, storage: dict[str, Any]
+) -> list[str]:
+    """Every check that can fail before work starts; returns the GPUs trials will lease."""
+    check_inputs(spec, data)
+    validate_space(spec["space"], Path(spec["recipe_args"][1]))
+    min_free_mb = spec.get("min_free_mb")
+    min_free_mb = DEFAULT_MIN_FREE_MB if min_free_mb is None else min_free_mb
+    check_writable([hunt_dir, hunt_dir / "trials"], min_free_mb)
+    gpus = trial_gpus(spec.get("gpus") or [], os.environ)
+    if spec["storage"]["type"] == "mongodb":
+        check_mongodb(storage["database"], spec["storage"].get("host", "localhost"))
+    return gpus
+
+
+def join_hunt(
+    spec: dict[str, Any],
+    hunt_dir: Path,
+    command: list[str],
+    storage: dict[str, Any],
+    gpus: list[str],
+) -> int:
+    """Recover if alone, then run `orion hunt` as one member of the experiment's hunters."""
+    write_orion_config(spec, hunt_dir)
+    env = hunt_environment(spec, storage, hunt_dir, gpus)
+    name = command[command.index("-n") + 1]
 
     def recover() -> None:
         messages = clear_stale_db_lock(hunt_dir) if spec["storage"]["type"] == "pickleddb" else []
-        for message in messages + recover_dead_workers(storage, name):
+        messages += recover_dead_workers(storage, name, spec["max_broken"])
+        for message in messages:
             print(f"recovery: {message}", flush=True)
 
     with hunt_membership(hunt_dir, recover):
         print(f"orion experiment: {name}\ncommand: {' '.join(command)}", flush=True)
-        code = run_orion(command, env)
+        if gpus:
+            lease_dir = env["HPOPT_LEASE_DIR"]
+            print(f"trials lease GPUs {','.join(gpus)} (locks in {lease_dir})", flush=True)
+            if len(gpus) < spec["n_workers"]:
+                print(f"note: {spec['n_workers']} workers share {len(gpus)} GPU(s)", flush=True)
+        return run_orion(command, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, required=True, help="hunt/spec.json of the workflow")
+    parser.add_argument("--data", type=Path, required=True, help="the data's prepared.json")
+    parser.add_argument("--out", type=Path, required=True, help="hunt.json, or the worker record")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--worker", type=int, help="join as hunt process I of hunt.parallel_hunts")
+    mode.add_argument("--judge", action="store_true", help="only judge, after every worker ended")
+    args = parser.parse_args(argv)
+
+    spec = load_spec(args.spec)
+    hunt_dir = args.spec.parent
+    storage = storage_config(spec["storage"], hunt_dir)
+    if not args.judge:
+        try:
+            gpus = preflight(spec, hunt_dir, args.data, storage)
+        except HuntError as error:
+            print(f"error: {redact(str(error))}", file=sys.stderr)
+            return 2
+
+    name = experiment_name(spec, json.loads(args.data.read_text()))
+    command = hunt_command(spec, name, hunt_dir / "orion.yaml")
+    if not args.judge:
+        code = join_hunt(spec, hunt_dir, command, storage, gpus)
+        if code != 0:
+            print(f"error: `orion hunt` exited with {code}", file=sys.stderr)
+            return code
 
     result = outcome(storage, name)
     print(json.dumps(result["status_counts"]), flush=True)
-    if code != 0:
-        print(f"error: `orion hunt` exited with {code}", file=sys.stderr)
-        return code
     failure = failure_message(result, spec["max_broken"])
+    if failure is None and args.worker is None:
+        failure = unfinished_message(result, spec["max_trials"])
     if failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1
+    if args.worker is not None:
+        record = {
+            "worker": args.worker,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "experiment": name,
+            "status_counts_at_exit": result["status_counts"],
+        }
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        return 0
     summary = result | {
         "storage": public_description(storage),
         "command": command,
-        "orion_config": str(config_path),
+        "orion_config": str(hunt_dir / "orion.yaml"),
         "max_trials": spec["max_trials"],
+        "trial_slots": spec["n_workers"] * spec.get("parallel_hunts", 1),
     }
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     return 0

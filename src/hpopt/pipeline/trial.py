@@ -9,7 +9,10 @@ milliseconds) gives every trial:
   which Orion counts as a broken trial (a hang never blocks the hunt);
 - the launcher chosen by the hunt (`HPOPT_TRIAL_LAUNCHER`: the train env's python, or
   `hpopt-exec` for warm starts);
-- no orphans: the wrapper dies with Orion's worker and takes the recipe process with it.
+- no orphans: the wrapper dies with Orion's worker and takes the recipe process with it (the
+  recipe is also told, by SIGTERM, when the wrapper itself is SIGKILLed);
+- no database credentials: the recipe does not inherit ORION_DB_PASSWORD and the like (a trial
+  never talks to the database, and recipes dump their environment into logs and provenance).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hpopt.pipeline.orion_storage import CREDENTIAL_VARIABLES
 from hpopt.pipeline.process import die_with_parent
 
 TIMEOUT_EXIT_CODE = 124
@@ -45,9 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     trial = os.environ.get("ORION_TRIAL_ID", "?")
     print(f"trial {trial}: {launcher} {' '.join(args)} (log: {log_path})", flush=True)
 
+    env = {name: value for name, value in os.environ.items() if name not in CREDENTIAL_VARIABLES}
     with log_path.open("ab") as log:
         child = subprocess.Popen(
-            [launcher, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [launcher, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
         def forward(signum: int, _frame: object) -> None:

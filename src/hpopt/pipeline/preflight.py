@@ -1,0 +1,125 @@
+"""Checks that run before a hunt touches the database or starts a trial.
+
+Each finds a mistake that would otherwise surface minutes later inside a trial log, or would
+break every trial (the budget of max_broken spent on a typo); each message names the file or
+config key and the fix. Nothing here writes outside a probe file, so a failed check loses
+nothing already computed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hpopt.pipeline.orion_storage import redact
+
+DEFAULT_MIN_FREE_MB = 200
+# `hunt.gpus: visible`: lease among the devices the scheduler gave this job.
+VISIBLE_GPUS = "visible"
+
+
+class HuntError(Exception):
+    """A problem the user must fix; the message says what and where."""
+
+
+def validate_space(space: dict[str, str], train_yaml: Path) -> None:
+    """Every searched key is a top-level key of train.yaml and every prior parses in Orion."""
+    from orion.core.io.space_builder import SpaceBuilder
+
+    top_level = set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", train_yaml.read_text(), re.M))
+    problems = [
+        f"hunt.space.{key}: '{key}' is not a top-level key of {train_yaml}; only top-level keys "
+        "can be searched (lift nested values to the top level and !ref them)"
+        for key in space
+        if key not in top_level
+    ]
+    for key, prior in space.items():
+        try:
+            SpaceBuilder().build({f"/{key}": prior})
+        except (TypeError, ValueError, SyntaxError) as error:
+            problems.append(f"hunt.space.{key}: invalid Orion prior {prior!r}: {error}")
+    if problems:
+        raise HuntError("invalid search space in config/config.yaml:\n  " + "\n  ".join(problems))
+
+
+def check_inputs(spec: dict[str, Any], data: Path) -> None:
+    """The recipe files and the prepared data exist."""
+    script, train_yaml = Path(spec["recipe_args"][0]), Path(spec["recipe_args"][1])
+    for path, key in ((script, "recipe.dir"), (train_yaml, "recipe.train_yaml")):
+        if not path.is_file():
+            raise HuntError(f"{path} does not exist: check {key} in config/config.yaml")
+    args = spec["recipe_args"]
+    data_folder = Path(args[args.index("--data_folder") + 1]) if "--data_folder" in args else None
+    missing = [path for path in (data, data_folder) if path is not None and not path.exists()]
+    if missing:
+        raise HuntError(
+            f"missing data: {missing[0]} does not exist. Prepare it first "
+            f"(`snakemake {data}` runs the prepare rule), or fix data: in config/config.yaml"
+        )
+
+
+def check_writable(folders: list[Path], min_free_mb: int) -> None:
+    """Each folder can be created and written to, and its filesystem has `min_free_mb` free."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise HuntError(
+                f"results folder {folder} is not writable ({error.strerror}): fix its "
+                "permissions, or run from a folder where results/ can be written"
+            ) from error
+    free_mb = shutil.disk_usage(folders[0]).free // 2**20
+    if free_mb < min_free_mb:
+        raise HuntError(
+            f"only {free_mb} MB free on the filesystem of {folders[0]} (hunt.min_free_mb is "
+            f"{min_free_mb}): free some space, or move results/ to a larger disk"
+        )
+
+
+def trial_gpus(spec_gpus: list[int] | str, environ: Mapping[str, str]) -> list[str]:
+    """The device ids trials lease from: `hunt.gpus`, or the job's visible devices."""
+    if spec_gpus != VISIBLE_GPUS:
+        return [str(gpu) for gpu in spec_gpus]
+    visible = [gpu.strip() for gpu in environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    visible = [gpu for gpu in visible if gpu]
+    if not visible:
+        raise HuntError(
+            "hunt.gpus is 'visible' but CUDA_VISIBLE_DEVICES is empty or unset for the hunt: "
+            "the scheduler gave this job no GPU. Request them (e.g. the `gpu` resource in "
+            "profiles/slurm/config.yaml), or list device ids in hunt.gpus"
+        )
+    return visible
+
+
+def check_mongodb(database: dict[str, Any], host: str) -> None:
+    """The MongoDB server at `host` answers and lets this user read the database (5 s at most).
+
+    `database` is Orion's storage config (its address may hold credentials), `host` the
+    configured host name that error messages show.
+    """
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    client = pymongo.MongoClient(
+        host=database["host"],
+        port=database["port"],
+        authSource=database["name"],
+        serverSelectionTimeoutMS=5000,
+    )
+    try:
+        client[database["name"]].list_collection_names()
+    except PyMongoError as error:
+        reason = redact(str(error)).split(" (configured timeouts")[0][:300]
+        raise HuntError(
+            f"cannot use MongoDB database {database['name']!r} at {host}:{database['port']}: "
+            f"{reason}. Check orion.storage (host, port, name) in config/config.yaml, that the "
+            "server runs, and the credentials in ORION_DB_USER / ORION_DB_PASSWORD"
+        ) from error
+    finally:
+        client.close()

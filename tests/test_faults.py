@@ -1,0 +1,303 @@
+"""Faults (README "Scaling out" / "Faults"): a hunt killed hard and rerun, locks left by dead
+processes, trials that crash, hang or return NaN, and bad inputs caught before any work.
+
+Real `orion hunt`, real SIGKILL, real flock and PickledDB soft locks (on tmpfs, where Orion does
+not trust flock); the quadratic fixture recipe stands in for the speaker-id recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hpopt.pipeline.orion_storage import DB_FILE
+from hpopt.pipeline.recovery import (
+    MEMBERSHIP_LOCK,
+    STALE_DB_LOCK_AGE_S,
+    clear_stale_db_lock,
+    hunt_membership,
+)
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from hunt_harness import (  # noqa: E402
+    HUNT_TIMEOUT_S,
+    RECIPE,
+    REPO,
+    Hunt,
+    clean_env,
+    make_hunt,
+    result_files,
+    write_workflow_config,
+)
+from workflow_run import SNAKEMAKE  # noqa: E402
+
+SOFT_LOCK_FOLDER = Path("/dev/shm")
+
+
+def wait_until(condition, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + HUNT_TIMEOUT_S
+    while not condition():
+        assert process is None or process.poll() is None, f"ended before {what}"
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def soft_lock_dir() -> Iterator[Path]:
+    """A folder on a filesystem where PickledDB uses its soft lock file (as on NFS/overlayfs)."""
+    from filelock import SoftFileLock
+    from orion.core.io.database.pickleddb import _create_lock
+
+    if not SOFT_LOCK_FOLDER.is_dir():
+        pytest.skip(f"{SOFT_LOCK_FOLDER} (tmpfs) is missing")
+    folder = Path(tempfile.mkdtemp(dir=SOFT_LOCK_FOLDER, prefix="reprohunt-faults-"))
+    try:
+        if not isinstance(_create_lock(str(folder / "probe.lock")), SoftFileLock):
+            pytest.skip(f"PickledDB trusts flock on {SOFT_LOCK_FOLDER}")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def hold_algorithm_lock_then_die(hunt: Hunt) -> None:
+    """What a worker killed while suggesting leaves: the DB's algorithm lock set, owner gone."""
+    script = (
+        "import json, sys, time\n"
+        "from orion.core.io.experiment_builder import ExperimentBuilder\n"
+        "builder = ExperimentBuilder(json.loads(sys.argv[1]))\n"
+        "experiment = builder.load(name=sys.argv[2], mode='w')\n"
+        "with builder.storage.acquire_algorithm_lock(uid=experiment.id):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(3600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(hunt.storage()), hunt.name()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait()
+
+
+def algorithm_locked(hunt: Hunt) -> bool:
+    from orion.core.io.experiment_builder import ExperimentBuilder
+
+    builder = ExperimentBuilder(hunt.storage())
+    experiment = builder.load(name=hunt.name(), mode="r")
+    return bool(builder.storage.get_algorithm_lock_info(uid=experiment.id).locked)
+
+
+@pytest.mark.slow
+def test_killed_hunt_rerun_recovers_and_matches_an_uninterrupted_one(
+    tmp_path: Path, soft_lock_dir: Path
+) -> None:
+    options = {"hold_seconds": 1}
+    straight = make_hunt(tmp_path / "straight", options, max_trials=4)
+    run = straight.run()
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    # Same hunt, killed with SIGKILL (every process of it: a node crash) during its third trial.
+    killed = make_hunt(soft_lock_dir, options, max_trials=4)
+    process = subprocess.Popen(
+        killed.command(),
+        cwd=killed.root,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    running = killed.shared / "running"
+    wait_until(
+        lambda: len(killed.records()) >= 2 and running.is_dir() and any(running.iterdir()),
+        "a trial running after two completed ones",
+        process,
+    )
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {t.id: t for t in killed.trials()}
+    stuck = [t.id for t in before.values() if t.status == "reserved"]
+    assert len(stuck) == 1, {t.id: t.status for t in before.values()}
+    done_before = {i: t.objective.value for i, t in before.items() if t.status == "completed"}
+    assert len(done_before) >= 2
+
+    # A crashed node may also leave the PickledDB soft lock and the algorithm lock behind.
+    hold_algorithm_lock_then_die(killed)
+    assert algorithm_locked(killed)
+    db_lock = killed.hunt_dir / f"{DB_FILE}.lock"
+    db_lock.write_text("4242\nnode-that-crashed\n")
+    old = time.time() - 2 * STALE_DB_LOCK_AGE_S
+    os.utime(db_lock, (old, old))
+
+    rerun = killed.run()
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "recovery: 1 trial(s) reserved by a dead worker returned to the pool" in rerun.stdout
+    assert "recovery: removed stale PickledDB lock" in rerun.stdout
+    assert "recovery: released the algorithm lock left by a dead worker" in rerun.stdout
+
+    after = {t.id: t for t in killed.trials()}
+    completed = {i: t.objective.value for i, t in after.items() if t.status == "completed"}
+    straight_completed = [t for t in straight.trials() if t.status == "completed"]
+    assert len(completed) == len(straight_completed) == 4
+    assert stuck[0] in completed, "the trial the kill interrupted was not run again"
+    assert all(completed.get(i) == value for i, value in done_before.items()), "a result was lost"
+    assert not [t for t in after.values() if t.status == "reserved"]
+    written = {path.parent.name for path in result_files(killed.hunt_dir)}
+    assert written <= set(completed)
+
+
+def test_a_live_hunter_keeps_recovery_away(tmp_path: Path) -> None:
+    """Recovery runs only when no hunt process of the folder is alive, proven by flock."""
+    db_lock = tmp_path / f"{DB_FILE}.lock"
+    db_lock.write_text("4242\nother-node\n")
+    old = time.time() - 2 * STALE_DB_LOCK_AGE_S
+    os.utime(db_lock, (old, old))
+    hunter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "handle = open(sys.argv[1], 'a')\n"
+            "fcntl.flock(handle, fcntl.LOCK_SH)\n"
+            "print('joined', flush=True)\n"
+            "time.sleep(3600)\n",
+            str(tmp_path / MEMBERSHIP_LOCK),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert hunter.stdout.readline().strip() == "joined"
+    recovered: list[str] = []
+    with hunt_membership(tmp_path, lambda: recovered.extend(clear_stale_db_lock(tmp_path))):
+        pass
+    assert recovered == [] and db_lock.exists()
+
+    hunter.kill()
+    hunter.wait()
+    with hunt_membership(tmp_path, lambda: recovered.extend(clear_stale_db_lock(tmp_path))):
+        pass
+    assert not db_lock.exists()
+    assert "pid 4242 on other-node" in recovered[0]
+
+
+def test_stale_db_lock_needs_a_dead_owner(tmp_path: Path) -> None:
+    import socket
+
+    db_lock = tmp_path / f"{DB_FILE}.lock"
+    db_lock.write_text(f"{os.getpid()}\n{socket.gethostname()}\n")
+    assert "is alive" in clear_stale_db_lock(tmp_path)[0] and db_lock.exists()
+    db_lock.write_text("4242\nother-node\n")
+    assert "may be alive" in clear_stale_db_lock(tmp_path)[0] and db_lock.exists()
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    db_lock.write_text(f"{dead.pid}\n{socket.gethostname()}\n")
+    assert "is dead" in clear_stale_db_lock(tmp_path)[0] and not db_lock.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fault", "in_log"),
+    [
+        ("crash", "the quadratic fixture crashes on purpose"),
+        ("nan", "is nan (not finite)"),
+    ],
+)
+def test_faulty_trials_break_the_hunt_with_their_log(tmp_path: Path, fault: str, in_log: str):
+    hunt = make_hunt(tmp_path, {"fault": fault}, max_trials=4, max_broken=2)
+    run = hunt.run()
+    assert run.returncode == 1
+    assert "2 trial(s) broke (max_broken is 2); 0 completed" in run.stderr
+    match = re.search(r"First failing trial's log: (\S+)", run.stderr)
+    assert match, run.stderr[-3000:]
+    assert in_log in Path(match.group(1)).read_text()
+    broken = [t for t in hunt.trials() if t.status == "broken"]
+    assert len(broken) == 2
+    assert all(in_log in (Path(t.working_dir) / "trial.log").read_text() for t in broken)
+    assert not (hunt.hunt_dir / "hunt.json").exists()
+
+
+@pytest.mark.slow
+def test_hanging_trials_time_out_and_fail_the_parallel_hunt_rule(tmp_path: Path) -> None:
+    # Through Snakemake: hunt.trial_timeout from config.yaml reaches every trial, and a hunt
+    # worker that reaches max_broken fails its rule with the reason.
+    recipe = tmp_path / "hanging_recipe"
+    shutil.copytree(RECIPE, recipe)
+    train_yaml = recipe / "train.yaml"
+    train_yaml.write_text(train_yaml.read_text().replace("fault: none", "fault: hang"))
+    hunt = {"parallel_hunts": 2, "trial_timeout": 2, "max_broken": 2}
+    write_workflow_config(tmp_path, {"recipe": {"dir": str(recipe)}, "hunt": hunt})
+    run = subprocess.run(
+        [
+            str(SNAKEMAKE),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--workflow-profile",
+            str(REPO / "profiles" / "default"),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "2",
+            "results/speaker_id/hunt/hunt.json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode != 0
+    results = tmp_path / "results" / "speaker_id"
+    logs = " ".join(p.read_text() for p in (results / "logs").glob("hunt_worker_*.log"))
+    assert "trial(s) broke (max_broken is 2)" in logs, logs[-3000:]
+    assert "killed after the 2 s trial timeout" in logs
+    assert "hangs on purpose" in logs  # the tail of the failing trial's log
+    assert "trial(s) broke (max_broken is 2)" in run.stdout + run.stderr  # shown by Snakemake
+    assert not (results / "hunt" / "hunt.json").exists()
+    trial_logs = list((results / "hunt" / "trials").glob("*/trial.log"))
+    assert len(trial_logs) >= 2
+    assert all("killed after the 2 s trial timeout" in p.read_text() for p in trial_logs)
+
+
+def assert_refused_before_work(hunt: Hunt, message: str) -> None:
+    run = hunt.run()
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert message in run.stderr, run.stderr[-2000:]
+    assert not (hunt.hunt_dir / DB_FILE).exists()
+    assert not (hunt.hunt_dir / "orion.yaml").exists()
+
+
+def test_missing_data_is_refused_before_work(tmp_path: Path) -> None:
+    hunt = make_hunt(tmp_path)
+    hunt.data.unlink()
+    assert_refused_before_work(hunt, f"missing data: {hunt.data} does not exist")
+
+
+def test_unwritable_trials_folder_is_refused_before_work(tmp_path: Path) -> None:
+    hunt = make_hunt(tmp_path)
+    (hunt.hunt_dir / "trials").write_text("a file where the trial folders go\n")
+    assert_refused_before_work(hunt, f"results folder {hunt.hunt_dir / 'trials'} is not writable")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through folder permissions")
+def test_read_only_results_folder_is_refused_before_work(tmp_path: Path) -> None:
+    hunt = make_hunt(tmp_path)
+    hunt.hunt_dir.chmod(0o555)
+    try:
+        assert_refused_before_work(hunt, f"results folder {hunt.hunt_dir} is not writable")
+    finally:
+        hunt.hunt_dir.chmod(0o755)
+
+
+def test_full_disk_is_refused_before_work(tmp_path: Path) -> None:
+    free_mb = shutil.disk_usage(tmp_path).free // 2**20
+    hunt = make_hunt(tmp_path, min_free_mb=free_mb + 10**6)
+    assert_refused_before_work(hunt, "MB free on the filesystem of")
