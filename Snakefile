@@ -8,6 +8,11 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# The image built from ./Dockerfile holds every rule's software (both venvs). It is only used
+# with `--sdm apptainer`; a local or Docker run uses the venvs of `make setup` / the image.
+container: config["container_image"]
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/hunt.smk"

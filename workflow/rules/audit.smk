@@ -14,7 +14,7 @@ rule audit:
     params:
         python=TRAIN_PYTHON,
         workflow_python=WORKFLOW_PYTHON,
-        results=RESULTS,
+        results=lambda wildcards, input: Path(input[0]).parent,
     shell:
         "{params.python} -m hpopt.pipeline.audit --results {params.results}"
         " --workflow-python {params.workflow_python} > {log} 2>&1 && touch {output}"

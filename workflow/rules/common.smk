@@ -6,20 +6,24 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
-TRAIN_ENV = os.environ.get("REPROHUNT_TRAIN_ENV", config["train_env"])
+TRAIN_ENV = os.environ.get("REPROHUNT_TRAIN_ENV") or config["train_env"]
+# Under --sdm apptainer the rules run inside the image (set REPROHUNT_TRAIN_ENV to its
+# /opt/venv/train), so the train env need not exist on the host.
+IN_IMAGE = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 TRAIN_PYTHON = f"{TRAIN_ENV}/bin/python"
 # The workflow env's interpreter: provenance records its `pip freeze` too.
 WORKFLOW_PYTHON = sys.executable
 RECIPE = config["recipe"]
 RECIPE_DIR = RECIPE["dir"]
 
-if not Path(TRAIN_PYTHON).exists():
+if not IN_IMAGE and not Path(TRAIN_PYTHON).exists():
     raise WorkflowError(
         f"train env not found: {TRAIN_PYTHON} does not exist. Create it with `make setup`, or set "
         "`train_env:` in config/config.yaml (or REPROHUNT_TRAIN_ENV) to an existing virtualenv."
@@ -44,9 +48,8 @@ def cli_flags(options: dict) -> str:
 def prepare_args() -> str:
     data = config["data"]
     source = data["source"]
-    return f"--source {source} --n-mels {data['n_mels']} " + cli_flags(
-        data.get(source) or {}
-    )
+    flags = cli_flags(data.get(source) or {})
+    return f"--source {source} --n-mels {data['n_mels']} {flags}"
 
 
 def hunt_spec() -> dict:

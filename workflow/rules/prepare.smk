@@ -9,7 +9,7 @@ rule prepare:
     params:
         python=TRAIN_PYTHON,
         args=prepare_args(),
-        out=f"{RESULTS}/data",
+        out=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "{params.python} -m hpopt.data.prepare {params.args} --out {params.out} --overwrite"
         " > {log} 2>&1"

@@ -14,7 +14,7 @@ rule provenance:
     params:
         python=TRAIN_PYTHON,
         workflow_python=WORKFLOW_PYTHON,
-        results=RESULTS,
+        results=lambda wildcards, input: Path(input.data).parent.parent,
     shell:
         "{params.python} -m hpopt.pipeline.provenance --results {params.results}"
         " --workflow-python {params.workflow_python} --out {output} > {log} 2>&1"
@@ -43,6 +43,6 @@ rule report:
         f"{RESULTS}/logs/report.log",
     params:
         python=TRAIN_PYTHON,
-        results=RESULTS,
+        results=lambda wildcards, input: Path(input.provenance).parent,
     shell:
         "{params.python} -m hpopt.pipeline.report --results {params.results} > {log} 2>&1"

@@ -199,8 +199,8 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
     skip = None
     if not rerun_hunt:
         skip = "set AUDIT_HUNT=1 to re-run the hunt"
-    elif spec["n_workers"] != 1:
-        skip = "parallel workers do not replay a trial sequence; audit needs n_workers: 1"
+    elif spec["n_workers"] != 1 or spec.get("parallel_hunts", 1) != 1:
+        skip = "parallel trials do not replay a trial sequence; needs one worker, one hunt"
     checks.append(
         check(
             "hunt re-run finds the same best params",

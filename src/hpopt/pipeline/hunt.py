@@ -25,6 +25,7 @@ finishes it (see docs/scaling-out.md). Every completed trial is kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +243,29 @@ def join_hunt(
             print(f"trials lease GPUs {','.join(gpus)} (locks in {lease_dir})", flush=True)
             if len(gpus) < spec["n_workers"]:
                 print(f"note: {spec['n_workers']} workers share {len(gpus)} GPU(s)", flush=True)
-        return run_orion(command, env)
+        with warm_server(env, stop_at_end=spec.get("parallel_hunts", 1) == 1):
+            return run_orion(command, env)
+
+
+@contextlib.contextmanager
+def warm_server(env: dict[str, str], stop_at_end: bool) -> Iterator[None]:
+    """Start the warm launcher's server alongside Orion's start-up; stop it when the hunt ends.
+
+    Trials would start it lazily anyway; starting it now overlaps its imports with Orion's.
+    Another hunt process on this host may still use it, so only a lone hunt stops it (the
+    server's idle timeout ends it otherwise).
+    """
+    launcher = env["HPOPT_TRIAL_LAUNCHER"]
+    if Path(launcher).name != "hpopt-exec":
+        yield
+        return
+    starting = subprocess.Popen([launcher, "--serve"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        starting.wait()
+        if stop_at_end:
+            subprocess.run([launcher, "--stop"], env=env, stdout=subprocess.DEVNULL, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
