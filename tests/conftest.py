@@ -1,0 +1,52 @@
+"""Fixtures shared by several test files.
+
+``prepared_tiny`` is a tiny synthetic corpus (4 speakers x 6 utterances of 0.5-0.8 s) prepared
+once per test session by the real command line, ``python -m hpopt.data.prepare``. It returns
+the prepared folder; tests that modify it must work on a copy (``shutil.copytree``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Arguments of the tiny corpus, for tests that rebuild it and compare with the fixture.
+TINY_PREPARE_ARGS = [
+    "--source",
+    "synthetic",
+    "--seed",
+    "7",
+    "--n-speakers",
+    "4",
+    "--utts-per-speaker",
+    "6",
+    "--min-seconds",
+    "0.5",
+    "--max-seconds",
+    "0.8",
+]
+
+
+def run_prepare(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m hpopt.data.prepare ARGS`` in the test interpreter (the train env)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpopt.data.prepare", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of a complete prepared folder made from the tiny synthetic corpus (read-only use)."""
+    out = tmp_path_factory.mktemp("prepared_tiny") / "prepared"
+    run = run_prepare(*TINY_PREPARE_ARGS, "--out", str(out))
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out
