@@ -50,3 +50,18 @@ def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = run_prepare(*TINY_PREPARE_ARGS, "--out", str(out))
     assert run.returncode == 0, run.stdout + run.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Working directory of one complete default workflow run at tiny size (read-only use).
+
+    Shared by the end-to-end, audit and reproducibility tests, because a run costs minutes.
+    """
+    from workflow_run import TINY, snakemake, write_config
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    write_config(workdir, TINY)
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return workdir

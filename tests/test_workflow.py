@@ -73,11 +73,8 @@ def test_crashing_recipe_fails_the_rule_and_names_the_trial_log(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_end_to_end_then_rerun_does_nothing(tmp_path: Path) -> None:
-    write_config(tmp_path, TINY)
-    run = snakemake(tmp_path)
-    assert run.returncode == 0, run.stderr[-4000:]
-    results = tmp_path / "results/speaker_id"
+def test_end_to_end_then_rerun_does_nothing(tiny_run: Path) -> None:
+    results = tiny_run / "results/speaker_id"
 
     best = json.loads((results / "hunt/best.json").read_text())
     assert best["trials_completed"] >= 3
@@ -93,6 +90,8 @@ def test_end_to_end_then_rerun_does_nothing(tmp_path: Path) -> None:
     trials = json.loads((results / "hunt/trials.json").read_text())
     completed = [t for t in trials if t["status"] == "completed"]
     assert best["objective"] == min(t["objective"] for t in completed)
+    hunt_log = (results / "logs/hunt.log").read_text()
+    assert "warm server" in hunt_log and "running the trial cold" not in hunt_log
 
     metrics = json.loads((results / "final/metrics.json").read_text())
     assert 0.0 <= metrics["test"]["error"] <= 1.0
@@ -111,7 +110,7 @@ def test_end_to_end_then_rerun_does_nothing(tmp_path: Path) -> None:
     for plot in ("regret.png", "params.png"):
         assert (results / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
 
-    again = snakemake(tmp_path)
+    again = snakemake(tiny_run)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 

@@ -24,7 +24,7 @@ TINY = {
         "algorithm": {"random": {"seed": 3}},
         "max_trials": 3,
         "max_broken": 2,
-        "warm_launcher": False,
+        "warm_launcher": True,
         "space": {"emb_dim": "choices([16, 32])", "lr": "loguniform(1e-3, 1e-2)"},
     },
 }

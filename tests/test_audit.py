@@ -1,0 +1,100 @@
+"""`make audit` on a finished run: PASS untouched, FAIL naming each tampered thing; reruns agree."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from workflow_run import REPO, TINY, snakemake, write_config
+
+WORKFLOW_PYTHON = REPO / ".venv" / "workflow" / "bin" / "python"
+EXPERIMENT = "results/speaker_id"
+
+
+def audit(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpopt.pipeline.audit",
+            "--results",
+            EXPERIMENT,
+            "--workflow-python",
+            str(WORKFLOW_PYTHON),
+            *extra,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+
+
+def copy_run(tiny_run: Path, destination: Path) -> Path:
+    shutil.copytree(tiny_run / "results", destination / "results", symlinks=True)
+    return destination
+
+
+@pytest.mark.slow
+def test_untouched_run_audits_pass(tiny_run: Path, tmp_path: Path) -> None:
+    workdir = copy_run(tiny_run, tmp_path)
+    run = audit(workdir)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads((workdir / EXPERIMENT / "audit/audit.json").read_text())
+    assert report["passed"] is True
+    statuses = {check["check"]: check["status"] for check in report["checks"]}
+    assert statuses["retraining reproduces the final metrics"] == "PASS"
+    assert statuses["data and features re-hashed"] == "PASS"
+    assert re.search(r"^PASS\s+train env matches lock and record", run.stdout, re.M)
+
+
+@pytest.mark.slow
+def test_tampering_fails_the_audit_naming_what_differs(tiny_run: Path, tmp_path: Path) -> None:
+    workdir = copy_run(tiny_run, tmp_path)
+    results = workdir / EXPERIMENT
+    audio = sorted((results / "data/corpus").rglob("*.flac"))[0]
+    audio.write_bytes(audio.read_bytes()[:-1] + b"\0")
+    features = results / "data/features/valid.npy"
+    features.write_bytes(features.read_bytes()[:-4] + b"\0\0\0\0")
+    metrics = json.loads((results / "final/metrics.json").read_text())
+    metrics["test"]["error"] += 0.125
+    (results / "final/metrics.json").write_text(json.dumps(metrics))
+    locks = tmp_path / "locks"
+    shutil.copytree(REPO / "containers/requirements", locks)
+    lock = (
+        locks
+        / json.loads((results / "provenance.json").read_text())["environments"]["train"]["lock"]
+    )
+    lock.write_text(re.sub(r"^tqdm==\S+", "tqdm==0.0.1", lock.read_text(), flags=re.M))
+
+    run = audit(workdir, "--locks", str(locks))
+    assert run.returncode == 1
+    out = run.stdout
+    assert re.search(r"^FAIL\s+train env matches lock and record", out, re.M)
+    assert "tqdm is" in out and "pins 0.0.1" in out
+    assert re.search(r"^FAIL\s+data and features re-hashed", out, re.M)
+    assert re.search(rf"changed: \S*{re.escape(audio.name)} \(sha256", out)
+    assert re.search(r"changed: \S*features/valid\.npy \(sha256", out)
+    assert re.search(r"^FAIL\s+retraining reproduces the final metrics", out, re.M)
+    assert "test error: recorded" in out
+    assert json.loads((results / "audit/audit.json").read_text())["passed"] is False
+
+
+@pytest.mark.slow
+def test_two_runs_in_fresh_folders_agree_bit_for_bit(tiny_run: Path, tmp_path: Path) -> None:
+    write_config(tmp_path, TINY)
+    run = snakemake(tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, second = (root / EXPERIMENT for root in (tiny_run, tmp_path))
+    best = [json.loads((r / "hunt/best.json").read_text()) for r in (first, second)]
+    assert best[0]["params"] == best[1]["params"]
+    assert best[0]["objective"] == best[1]["objective"]
+    metrics = [json.loads((r / "final/metrics.json").read_text()) for r in (first, second)]
+    assert metrics[0]["valid"] == metrics[1]["valid"]
+    assert metrics[0]["test"] == metrics[1]["test"]
+    data = [json.loads((r / "data/prepared.json").read_text()) for r in (first, second)]
+    assert data[0]["features_sha256"] == data[1]["features_sha256"]
