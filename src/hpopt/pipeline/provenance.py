@@ -26,7 +26,9 @@ from typing import Any
 # The code's checkout (the package is installed from it), not Snakemake's working directory.
 REPO = Path(__file__).resolve().parents[3]
 LOCKS = REPO / "containers" / "requirements"
-IMAGE_ENV_VARS = ("REPROHUNT_IMAGE", "REPROHUNT_IMAGE_DIGEST")
+# The image reference and digest can only be given from outside the image (docker run -e …);
+# the revision is baked in at build time, since the image has no .git.
+IMAGE_ENV_VARS = ("REPROHUNT_IMAGE", "REPROHUNT_IMAGE_DIGEST", "REPROHUNT_IMAGE_REVISION")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -51,7 +53,10 @@ def run(command: list[str], cwd: Path | None = None) -> str | None:
 def git_facts() -> dict[str, Any]:
     commit = run(["git", "rev-parse", "HEAD"], cwd=REPO)
     if commit is None:
-        return {"commit": None, "note": "not a git checkout (e.g. a copied tree)"}
+        return {
+            "commit": os.environ.get("REPROHUNT_IMAGE_REVISION"),
+            "note": "no git checkout: commit is the image's build revision, if any",
+        }
     status = run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO) or ""
     diff = run(["git", "diff", "HEAD"], cwd=REPO) or ""
     return {
