@@ -6,11 +6,13 @@
 # Prints the driver, CUDA, cuDNN and NCCL versions and the GPU names, asserts that torch sees a
 # GPU, runs one training step (forward, backward, optimizer step) of an x-vector-like TDNN on
 # it (the recipe's SpeakerIdModel from recipes/speaker_id/model.py, small sizes; else a built-in
-# TDNN), and with 2+ visible GPUs one 2-process DDP step over NCCL via torchrun.
-# Exits non-zero on any failure, with the likely cause.
+# TDNN), and with 2+ visible GPUs one 2-process DDP step over NCCL via torchrun, then one short
+# epoch of the real recipe (recipes/speaker_id/train.py) as a 2-GPU DDP job on a tiny synthetic
+# corpus, checking that rank 0 alone wrote its outputs. Exits non-zero on any failure, with the
+# likely cause.
 #
-#   containers/gpu-smoke.sh --device cpu   the same step and a 2-process DDP step over gloo on
-#                                          the CPU: checks this script itself where no GPU is.
+#   containers/gpu-smoke.sh --device cpu   the same steps with 2 gloo processes on the CPU:
+#                                          checks this script itself where no GPU is.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -194,4 +196,32 @@ else
     n_ddp=2
 fi
 timeout 600 "$venv/bin/torchrun" --standalone --nproc_per_node="$n_ddp" gpu_smoke.py ddp "$device" "$repo"
+
+# The recipe itself as a DDP job (what a trial with trial.gpus_per_trial: 2 runs), one epoch.
+recipe="$repo/recipes/speaker_id"
+if [[ -f "$recipe/train.py" ]]; then
+    timeout 300 "$venv/bin/python" -m hpopt.data.prepare --source synthetic --seed 7 \
+        --n-speakers 4 --utts-per-speaker 8 --min-seconds 0.5 --max-seconds 0.8 \
+        --out "$work/data" >/dev/null ||
+        { echo "gpu-smoke: FAIL preparing the tiny corpus for the recipe step" >&2; exit 1; }
+    timeout 600 "$venv/bin/torchrun" --standalone --nproc_per_node="$n_ddp" \
+        "$recipe/train.py" "$recipe/train.yaml" --data_folder "$work/data" \
+        --output_folder "$work/recipe" --device "$device" --number_of_epochs 1 \
+        --tdnn_channels 16 --emb_dim 16 --batch_size 8 --ckpt_enable false ||
+        { echo "gpu-smoke: FAIL the recipe under torchrun (its output is above)" >&2; exit 1; }
+    "$venv/bin/python" - "$work/recipe" "$n_ddp" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+out, processes = Path(sys.argv[1]), int(sys.argv[2])
+metrics = json.loads((out / "metrics.json").read_text())
+epochs = [line for line in (out / "train_log.txt").read_text().splitlines() if line.startswith("epoch")]
+if metrics.get("processes") != processes or len(epochs) != 1:
+    sys.exit(f"gpu-smoke: FAIL recipe DDP run: processes {metrics.get('processes')} (want "
+             f"{processes}), {len(epochs)} epoch line(s) in train_log.txt (want 1: rank 0 only)")
+print(f"gpu-smoke: recipe epoch as a {processes}-process DDP job: valid error "
+      f"{metrics['valid']['error']:.3f}, written once by rank 0")
+PY
+fi
 echo "gpu-smoke: OK"

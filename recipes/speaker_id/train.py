@@ -4,11 +4,14 @@
     python recipes/speaker_id/train.py recipes/speaker_id/train.yaml --data_folder DIR \\
         --output_folder OUT [--emb_dim N --tdnn_channels N --lr X --dropout X ...] \\
         [--device cpu|cuda:0] [--hpopt recipes/speaker_id/hpopt.yaml --hpopt_mode orion]
+    torchrun --standalone --nproc_per_node=N recipes/speaker_id/train.py ...   (same arguments)
 
 After SpeechBrain's hyperparameter-optimization speaker-id template, in plain torch. Writes
 ``OUT/metrics.json``, ``OUT/train_log.txt``, ``OUT/hyperparams.yaml`` and, when
 ``ckpt_enable``, one checkpoint per epoch under ``OUT/save/`` from which a killed run resumes
-exactly. The same seed, data, CPU and thread count give bit-identical metrics. See README.md.
+exactly. The same seed, data, CPU, thread count and number of processes give bit-identical
+metrics. Under torchrun the processes train one model with DistributedDataParallel on slices of
+the same global batches; only rank 0 writes (see ddp.py and README.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from checkpoint import CheckpointError, Checkpoints  # noqa: E402
+from ddp import DistributedError, Processes, launched_processes, local_processes  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from model import SpeakerIdModel  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -58,18 +62,29 @@ TRAINING_KEYS = (
     "train_crop_seconds",
 )
 Autocast = Callable[[], contextlib.AbstractContextManager]
+# Batch normalisation cannot train on one utterance: every process needs 2 per step.
+MIN_ITEMS_PER_PROCESS = 2
+# One row per evaluation batch: summed NLL, wrong predictions, utterances.
+EVAL_COLUMNS = 3
 
 
 class RecipeError(Exception):
     """A bad setting; the message names the YAML key (= command-line flag) and the fix."""
 
 
-def check_hparams(hparams: dict[str, Any]) -> None:
+def check_hparams(hparams: dict[str, Any], processes: int = 1) -> None:
     """Refuse out-of-range settings before any data is read, naming the key."""
     for key in ("emb_dim", "tdnn_channels", "tdnn_channels_out", "batch_size", "number_of_epochs"):
         value = hparams[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RecipeError(f"{key} must be a positive integer, got {value!r}")
+    smallest_batch = MIN_ITEMS_PER_PROCESS * processes
+    if hparams["batch_size"] < smallest_batch:
+        raise RecipeError(
+            f"batch_size must be at least {smallest_batch} with {processes} process(es): each "
+            f"process trains on its slice of a batch, and batch normalisation needs "
+            f"{MIN_ITEMS_PER_PROCESS} utterances per slice; got {hparams['batch_size']}"
+        )
     for key in ("lr", "lr_final", "train_crop_seconds"):
         value = hparams[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -99,9 +114,14 @@ def check_hparams(hparams: dict[str, Any]) -> None:
         )
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of one epoch's randomness, so a resumed run replays exactly what it would have."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Seed of one epoch's randomness, so a resumed run replays exactly what it would have.
+
+    Rank 0 (and a single process) uses the ``(seed, epoch)`` stream; other ranks of a torchrun
+    job get their own, so their dropout masks are independent of rank 0's.
+    """
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def learning_rate(hparams: dict[str, Any], epoch: int) -> float:
@@ -143,46 +163,61 @@ def build_model(hparams: dict[str, Any], prepared: PreparedData) -> SpeakerIdMod
 
 
 def train_epoch(
-    model: SpeakerIdModel,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: DataLoader,
+    loss_scales: Sequence[float],
     device: torch.device,
     autocast: Autocast,
     progress: tqdm,
-) -> float:
-    """One pass over the training crops; returns the mean training loss per utterance."""
+) -> tuple[float, int]:
+    """One pass over the training crops; returns (summed training loss, utterances seen).
+
+    ``loss_scales[i]`` weights step i's mean loss: ``processes * slice / global batch`` under
+    torchrun, so that DDP's gradient average equals the global batch's mean-loss gradient (1.0
+    for a single process, which leaves the loss exactly as it is).
+    """
     model.train()
     total, seen = 0.0, 0
-    for batch in batches:
+    for batch, scale in zip(batches, loss_scales, strict=True):
         feats, lengths = batch["feats"].to(device), batch["lengths"].to(device)
         labels = batch["labels"].to(device)
         with autocast():
             log_probs = model(feats, lengths).float()
-        loss = torch.nn.functional.nll_loss(log_probs, labels)
+        mean_loss = torch.nn.functional.nll_loss(log_probs, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (mean_loss * scale).backward()
         optimizer.step()
-        total += float(loss.detach()) * labels.numel()
+        total += float(mean_loss.detach()) * labels.numel()
         seen += labels.numel()
         progress.update(1)
-    return total / seen
+    return total, seen
 
 
-def evaluate(
+def evaluate_batches(
     model: SpeakerIdModel, batches: DataLoader, device: torch.device, autocast: Autocast
-) -> dict[str, float]:
-    """Mean NLL and classification error over whole utterances."""
+) -> list[tuple[float, int, int]]:
+    """Per batch: summed NLL, wrong predictions and utterances, over whole utterances."""
     model.eval()
-    total_loss, errors, count = 0.0, 0, 0
+    rows = []
     with torch.no_grad():
         for batch in batches:
             feats, lengths = batch["feats"].to(device), batch["lengths"].to(device)
             labels = batch["labels"].to(device)
             with autocast():
                 log_probs = model(feats, lengths).float()
-            total_loss += float(torch.nn.functional.nll_loss(log_probs, labels, reduction="sum"))
-            errors += int((log_probs.argmax(dim=1) != labels).sum())
-            count += labels.numel()
+            loss = float(torch.nn.functional.nll_loss(log_probs, labels, reduction="sum"))
+            rows.append((loss, int((log_probs.argmax(dim=1) != labels).sum()), labels.numel()))
+    return rows
+
+
+def summarise(rows: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Mean NLL and classification error from per-batch rows, added up in batch order."""
+    total_loss, errors, count = 0.0, 0, 0
+    for loss, wrong, utterances in rows:
+        total_loss += loss
+        errors += int(wrong)
+        count += int(utterances)
     return {"error": errors / count, "loss": total_loss / count}
 
 
@@ -195,11 +230,20 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
 class Experiment:
     """One training run: data, model, optimiser, checkpoints and the log, built from hparams."""
 
-    def __init__(self, hparams: dict[str, Any], run_opts: dict[str, Any], hpopt_enabled: bool):
-        check_hparams(hparams)
+    def __init__(
+        self,
+        hparams: dict[str, Any],
+        run_opts: dict[str, Any],
+        hpopt_enabled: bool,
+        processes: Processes,
+    ):
         self.hparams = hparams
         self.hpopt_enabled = hpopt_enabled
-        self.threads = hparams["num_threads"] or len(os.sched_getaffinity(0))
+        self.processes = processes
+        # null: this machine's cores, shared by the run's processes on it.
+        self.threads = hparams["num_threads"] or max(
+            1, len(os.sched_getaffinity(0)) // local_processes()
+        )
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(True)
         random.seed(hparams["seed"])
@@ -208,19 +252,30 @@ class Experiment:
         data_root = Path(hparams["data_root"]) if hparams["data_root"] else None
         self.prepared = open_prepared(Path(hparams["data_folder"]), hparams["n_mels"], data_root)
         self.splits = {name: self.prepared.split(name) for name in ("train", "valid", "test")}
+        n_train = len(self.splits["train"].frames)
+        if n_train < MIN_ITEMS_PER_PROCESS * processes.size:
+            raise RecipeError(
+                f"{hparams['data_folder']}: {n_train} training utterances are too few for "
+                f"{processes.size} process(es) (at least {MIN_ITEMS_PER_PROCESS} each per step)"
+            )
         self.datasets = {
             name: loader.SpeakerFrames(self.prepared, split, hparams["feature_source"])
             for name, split in self.splits.items()
         }
         self.model = build_model(hparams, self.prepared).to(self.device)
+        # What the optimiser steps through: the model, or DDP around it under torchrun.
+        self.training_model = processes.wrap(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hparams["lr"])
+        training = {key: hparams[key] for key in TRAINING_KEYS}
+        if processes.distributed:  # its batches and dropout streams differ from one process's
+            training["processes"] = processes.size
         identity = {
             "architecture": self.model.arch,
             "data": {
                 "features_sha256": self.prepared.summary["features_sha256"],
                 "labels": self.prepared.labels,
             },
-            "training": {key: hparams[key] for key in TRAINING_KEYS},
+            "training": training,
         }
         self.checkpoints = (
             Checkpoints(Path(hparams["save_folder"]), identity) if hparams["ckpt_enable"] else None
@@ -230,13 +285,55 @@ class Experiment:
             self.show_progress = (
                 sys.stderr.isatty() and not hpopt_enabled and not run_opts.get("noprogressbar")
             )
+        self.show_progress = self.show_progress and hp.is_main_process()
 
     def _loader(self, split: str, batches: list[list[loader.Item]]) -> DataLoader:
         return loader.make_loader(self.datasets[split], batches, self.hparams["num_workers"])
 
     def _eval(self, split: str) -> dict[str, float]:
+        """The whole split's metrics: each process evaluates every N-th batch of the plan."""
         batches = loader.eval_batches(self.splits[split].frames, self.hparams["batch_size"])
-        return evaluate(self.model, self._loader(split, batches), self.device, self.autocast)
+        rank, size = self.processes.rank, self.processes.size
+        mine = list(range(rank, len(batches), size))
+        rows = evaluate_batches(
+            self.model, self._loader(split, [batches[i] for i in mine]), self.device, self.autocast
+        )
+        gathered = self.processes.gather_rows(
+            dict(zip(mine, rows, strict=True)), len(batches), EVAL_COLUMNS
+        )
+        return summarise(gathered)
+
+    def _train_epoch(self, epoch: int) -> float:
+        """Train on this process's slices of the epoch's global batches; the mean loss."""
+        hparams, processes = self.hparams, self.processes
+        torch.manual_seed(epoch_seed(hparams["seed"], epoch, processes.rank))  # dropout
+        rng = np.random.default_rng(epoch_seed(hparams["seed"], epoch))  # order and crops
+        batches = loader.train_batches(
+            self.splits["train"].frames,
+            hparams["batch_size"],
+            seconds_to_frames(hparams["train_crop_seconds"]),
+            rng,
+            min_last=MIN_ITEMS_PER_PROCESS * processes.size,
+        )
+        shards = loader.shard_batches(batches, processes.rank, processes.size)
+        progress = tqdm(
+            total=len(shards), desc=f"epoch {epoch}", disable=not self.show_progress, leave=False
+        )
+        with progress:
+            total, seen = train_epoch(
+                self.training_model,
+                self.optimizer,
+                self._loader("train", [items for items, _ in shards]),
+                [processes.size * len(items) / full for items, full in shards],
+                self.device,
+                self.autocast,
+                progress,
+            )
+        if processes.distributed:
+            total, seen = processes.sum([total, seen])
+            # Each process's batch norm kept its own running statistics; use rank 0's.
+            processes.share_buffers(self.model)
+        return total / seen
 
     def fit(self, log: TextIO) -> list[dict[str, Any]]:
         """Train the remaining epochs (all, or those after the latest checkpoint)."""
@@ -248,33 +345,12 @@ class Experiment:
             self.optimizer.load_state_dict(state["optimizer"])
             history = state["history"]
             log.write(f"resumed from {self.checkpoints.folder} after epoch {state['epoch']}\n")
-        crop = seconds_to_frames(hparams["train_crop_seconds"])
         for epoch in range(len(history) + 1, hparams["number_of_epochs"] + 1):
             started = time.perf_counter()
             lr = learning_rate(hparams, epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            seed = epoch_seed(hparams["seed"], epoch)
-            torch.manual_seed(seed)  # dropout
-            rng = np.random.default_rng(seed)  # order and crops
-            batches = loader.train_batches(
-                self.splits["train"].frames, hparams["batch_size"], crop, rng
-            )
-            progress = tqdm(
-                total=len(batches),
-                desc=f"epoch {epoch}",
-                disable=not self.show_progress,
-                leave=False,
-            )
-            with progress:
-                train_loss = train_epoch(
-                    self.model,
-                    self.optimizer,
-                    self._loader("train", batches),
-                    self.device,
-                    self.autocast,
-                    progress,
-                )
+            train_loss = self._train_epoch(epoch)
             valid = self._eval("valid")
             history.append(
                 {
@@ -285,22 +361,26 @@ class Experiment:
                     "valid_loss": valid["loss"],
                 }
             )
+            workers = f" x {self.processes.size} processes" if self.processes.distributed else ""
             log.write(
                 f"epoch: {epoch}, lr: {lr:.2e} - train loss: {train_loss:.4f} - valid loss: "
                 f"{valid['loss']:.4f}, valid error: {valid['error']:.4f} "
-                f"({time.perf_counter() - started:.1f} s, {self.threads} threads)\n"
+                f"({time.perf_counter() - started:.1f} s, {self.threads} threads{workers})\n"
             )
             log.flush()
-            if self.checkpoints is not None and hp.is_main_process():
-                self.checkpoints.save(
-                    {
-                        "epoch": epoch,
-                        "model": self.model.state_dict(),
-                        "optimizer": self.optimizer.state_dict(),
-                        "valid": valid,
-                        "history": history,
-                    }
-                )
+            if self.checkpoints is not None:
+                if hp.is_main_process():
+                    self.checkpoints.save(
+                        {
+                            "epoch": epoch,
+                            "model": self.model.state_dict(),
+                            "optimizer": self.optimizer.state_dict(),
+                            "valid": valid,
+                            "history": history,
+                        }
+                    )
+                # No process may read save/ (for the test) while rank 0 writes and prunes it.
+                self.processes.barrier()
             hp.report_result({"error": valid["error"], "loss": valid["loss"]})
         return history
 
@@ -322,6 +402,7 @@ class Experiment:
                 "valid": {"error": last["valid_error"], "loss": last["valid_loss"]},
                 "epochs": len(history),
                 "seed": hparams["seed"],
+                "processes": self.processes.size,
                 "params": {key: hparams[key] for key in TUNABLE},
                 "history": history,
             }
@@ -357,8 +438,14 @@ def main(argv: list[str]) -> int:
         with hp.hyperparameter_optimization(objective_key="error") as hp_ctx:
             hparams_file, run_opts, overrides = hp_ctx.parse_arguments(argv)
             hparams = load_hparams(hparams_file, overrides)
-            Experiment(hparams, run_opts, hp_ctx.enabled).run()
-    except (RecipeError, CheckpointError, DataError, hp.HpoptError) as err:
+            check_hparams(hparams, launched_processes())
+            device, _ = select_device(run_opts)
+            processes = Processes.start(device, run_opts.get("distributed_backend"))
+            try:
+                Experiment(hparams, run_opts, hp_ctx.enabled, processes).run()
+            finally:
+                processes.close()
+    except (RecipeError, CheckpointError, DataError, DistributedError, hp.HpoptError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

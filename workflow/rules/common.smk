@@ -71,7 +71,7 @@ def hunt_spec() -> dict:
         "--seed",
         str(RECIPE["seed"]),
     ]
-    return {
+    spec = {
         "experiment": EXPERIMENT,
         "results": RESULTS,
         "train_env": TRAIN_ENV,
@@ -89,6 +89,19 @@ def hunt_spec() -> dict:
         "space": hunt["space"],
         "recipe_args": recipe_args,
     }
+    # trial.gpus_per_trial > 1: each trial is a torchrun job of that many processes. Absent
+    # from the spec at its default, so that existing hunts' spec.json stays as it was.
+    gpus_per_trial = config.get("trial", {}).get("gpus_per_trial", 1)
+    gpus = spec["gpus"]
+    if isinstance(gpus, list) and gpus and gpus_per_trial > len(gpus):
+        raise WorkflowError(
+            f"config key trial.gpus_per_trial is {gpus_per_trial}, but hunt.gpus lists only "
+            f"{len(gpus)} device(s) {gpus}: no trial could ever lease its GPUs. List more "
+            "devices or lower trial.gpus_per_trial."
+        )
+    if gpus_per_trial > 1:
+        spec["gpus_per_trial"] = gpus_per_trial
+    return spec
 
 
 def best_params_args(best_json: str) -> str:

@@ -5,6 +5,11 @@ the FLAC file and runs the same :func:`hpopt.data.features.fbank` that filled th
 whole utterance, then crops. Batch composition and crop positions are decided up front in the
 main process from a seeded generator (see :func:`train_batches`), never inside workers, so
 results do not depend on ``num_workers`` or on the feature source.
+
+Data-parallel training (torchrun) is a sampler over those same global batches: every process
+computes the identical epoch plan from the shared seed and takes its own slice of each batch
+(:func:`shard_batches`), so the processes together see exactly the batches a single process
+would, and each process's slice size is known for weighting its loss.
 """
 
 from __future__ import annotations
@@ -67,12 +72,18 @@ def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tor
 
 
 def train_batches(
-    frames: Sequence[int], batch_size: int, crop_frames: int, rng: np.random.Generator
+    frames: Sequence[int],
+    batch_size: int,
+    crop_frames: int,
+    rng: np.random.Generator,
+    min_last: int = 1,
 ) -> list[list[Item]]:
     """One epoch: shuffled utterances, each cropped at a random start to ``crop_frames``.
 
     Utterances shorter than the crop are used whole (and padded in the batch). The last,
-    incomplete batch is kept so that every utterance is seen every epoch.
+    incomplete batch is kept so that every utterance is seen every epoch; when it has fewer than
+    ``min_last`` items it joins the batch before it instead (a model with batch normalisation
+    cannot train on a single utterance, nor can each of N processes on a slice of it).
     """
     order = rng.permutation(len(frames))
     items = []
@@ -80,7 +91,26 @@ def train_batches(
         length = min(crop_frames, frames[position])
         start = int(rng.integers(0, frames[position] - length + 1))
         items.append((int(position), start, length))
-    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < min_last:
+        batches[-2:] = [batches[-2] + batches[-1]]
+    return batches
+
+
+def shard_batches(
+    batches: Sequence[list[Item]], rank: int, world_size: int
+) -> list[tuple[list[Item], int]]:
+    """Process ``rank``'s slice of every global batch, with that batch's full size.
+
+    A distributed sampler that keeps the global batches: process ``r`` of ``N`` takes items
+    ``r, r + N, ...`` of each batch (slice sizes differ by at most one), so all processes run
+    the same number of steps, as DistributedDataParallel requires, and their union is exactly
+    the single-process epoch. The full size lets a process weight its loss so that the averaged
+    gradient equals the gradient of the global batch's mean loss.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    return [(list(batch[rank::world_size]), len(batch)) for batch in batches]
 
 
 def eval_batches(frames: Sequence[int], batch_size: int) -> list[list[Item]]:

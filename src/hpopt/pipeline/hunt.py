@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -70,6 +71,8 @@ def experiment_name(spec: dict[str, Any], prepared: dict[str, Any]) -> str:
         "recipe_args": spec["recipe_args"],
         "data": {key: prepared.get(key) for key in ("corpus_sha256", "features_sha256")},
     }
+    if spec.get("gpus_per_trial", 1) != 1:  # DDP trials are not comparable with 1-process ones
+        identity["gpus_per_trial"] = spec["gpus_per_trial"]
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{spec['experiment']}-{digest[:8]}"
 
@@ -106,11 +109,25 @@ def write_orion_config(spec: dict[str, Any], hunt_dir: Path) -> Path:
     return path
 
 
-def trial_launcher(spec: dict[str, Any]) -> str:
-    """The warm launcher when configured and installed, else the train env's python."""
+def trial_launcher(spec: dict[str, Any], gpus: list[str]) -> list[str]:
+    """The command that runs a trial's script: `hpopt-trial` runs `[*launcher, script, args…]`.
+
+    One process per trial: the warm launcher when configured and installed, else the train
+    env's python. `gpus_per_trial: N > 1`: torchrun with N workers, started cold (its agent
+    imports torch itself and starts every worker as a fresh `python`, so the warm server's
+    preloaded interpreter is never used). With GPUs to lease, `python -m hpopt.gpu_lease`
+    takes all N devices before torchrun starts: the workers inherit CUDA_VISIBLE_DEVICES and
+    must not lease on their own (each would take a different single device).
+    """
     bin_dir = Path(spec["train_env"]).resolve() / "bin"
+    processes = spec.get("gpus_per_trial", 1)
+    if processes > 1:
+        torchrun = [str(bin_dir / "torchrun"), "--standalone", f"--nproc_per_node={processes}"]
+        if not gpus:
+            return torchrun
+        return [str(bin_dir / "python"), "-m", "hpopt.gpu_lease", "--", *torchrun]
     warm = bin_dir / "hpopt-exec"
-    return str(warm if spec.get("warm_launcher") and warm.exists() else bin_dir / "python")
+    return [str(warm if spec.get("warm_launcher") and warm.exists() else bin_dir / "python")]
 
 
 def hunt_command(spec: dict[str, Any], name: str, config_path: Path) -> list[str]:
@@ -124,7 +141,11 @@ def hunt_environment(
     spec: dict[str, Any], storage: dict[str, Any], hunt_dir: Path, gpus: list[str]
 ) -> dict[str, str]:
     """What `orion hunt` and, through it, every trial get: storage, launcher, timeout, GPUs."""
-    env = os.environ | storage_env(storage) | {"HPOPT_TRIAL_LAUNCHER": trial_launcher(spec)}
+    launcher, *launcher_args = trial_launcher(spec, gpus)
+    env = os.environ | storage_env(storage) | {"HPOPT_TRIAL_LAUNCHER": launcher}
+    env.pop("HPOPT_TRIAL_LAUNCHER_ARGS", None)
+    if launcher_args:
+        env["HPOPT_TRIAL_LAUNCHER_ARGS"] = shlex.join(launcher_args)
     # OpenMP reads this when torch loads, i.e. once in the warm server: set it for server and
     # trials alike. Spin-waiting threads made epochs 10x slower on a loaded 2-core machine.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -134,6 +155,7 @@ def hunt_environment(
         env["HPOPT_TRIAL_TIMEOUT"] = str(spec["trial_timeout"])
     if gpus:
         env["HPOPT_GPUS"] = ",".join(gpus)
+        env["HPOPT_GPUS_PER_TRIAL"] = str(spec.get("gpus_per_trial", 1))
         env["HPOPT_LEASE_DIR"] = str((hunt_dir / "gpu-leases").resolve())
     return env
 
@@ -244,8 +266,13 @@ def join_hunt(
         if gpus:
             lease_dir = env["HPOPT_LEASE_DIR"]
             print(f"trials lease GPUs {','.join(gpus)} (locks in {lease_dir})", flush=True)
-            if len(gpus) < spec["n_workers"]:
-                print(f"note: {spec['n_workers']} workers share {len(gpus)} GPU(s)", flush=True)
+            wanted = spec["n_workers"] * spec.get("gpus_per_trial", 1)
+            if len(gpus) < wanted:
+                print(
+                    f"note: {spec['n_workers']} workers need {wanted} GPU(s) at once, "
+                    f"{len(gpus)} listed: trials will wait for devices",
+                    flush=True,
+                )
         with warm_server(env, stop_at_end=spec.get("parallel_hunts", 1) == 1):
             return run_orion(command, env)
 
