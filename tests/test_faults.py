@@ -33,14 +33,13 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from hunt_harness import (  # noqa: E402
     HUNT_TIMEOUT_S,
     RECIPE,
-    REPO,
     Hunt,
     clean_env,
     make_hunt,
     result_files,
     write_workflow_config,
 )
-from workflow_run import SNAKEMAKE  # noqa: E402
+from workflow_run import snakemake  # noqa: E402
 
 SOFT_LOCK_FOLDER = Path("/dev/shm")
 
@@ -237,23 +236,7 @@ def test_hanging_trials_time_out_and_fail_the_parallel_hunt_rule(tmp_path: Path)
     train_yaml.write_text(train_yaml.read_text().replace("fault: none", "fault: hang"))
     hunt = {"parallel_hunts": 2, "trial_timeout": 2, "max_broken": 2}
     write_workflow_config(tmp_path, {"recipe": {"dir": str(recipe)}, "hunt": hunt})
-    run = subprocess.run(
-        [
-            str(SNAKEMAKE),
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--workflow-profile",
-            str(REPO / "profiles" / "default"),
-            "--directory",
-            str(tmp_path),
-            "--cores",
-            "2",
-            "results/speaker_id/hunt/hunt.json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json", timeout=900)
     assert run.returncode != 0
     results = tmp_path / "results" / "speaker_id"
     logs = " ".join(p.read_text() for p in (results / "logs").glob("hunt_worker_*.log"))

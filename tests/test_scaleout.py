@@ -24,7 +24,7 @@ from hunt_harness import (  # noqa: E402
     result_files,
     write_workflow_config,
 )
-from workflow_run import SNAKEMAKE  # noqa: E402
+from workflow_run import SNAKEMAKE, snakemake  # noqa: E402
 
 SECRET_USER, SECRET_PASSWORD = "hunter-user-7f3a", "pa:ss@word-91c2"
 
@@ -67,23 +67,7 @@ def test_two_workers_run_trials_at_once_each_on_its_own_gpu(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_parallel_hunts_join_one_experiment_through_snakemake(tmp_path: Path) -> None:
     write_workflow_config(tmp_path, {"hunt": {"parallel_hunts": 2, "max_trials": 5}})
-    run = subprocess.run(
-        [
-            str(SNAKEMAKE),
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--workflow-profile",
-            str(REPO / "profiles" / "default"),
-            "--directory",
-            str(tmp_path),
-            "--cores",
-            "2",
-            "results/speaker_id/hunt/best.json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    run = snakemake(tmp_path, "results/speaker_id/hunt/best.json", timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     results = tmp_path / "results" / "speaker_id"
     hunt_dir = results / "hunt"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_run import REPO, SNAKEMAKE, TINY, merge, snakemake, write_config
+from workflow_run import REPO, TINY, merge, snakemake, snakemake_command, write_config
 
 
 def test_unknown_config_key_stops_before_any_job(tmp_path: Path) -> None:
@@ -124,18 +124,7 @@ def test_killed_hunt_resumes_without_losing_trials(tmp_path: Path) -> None:
     write_config(tmp_path, merge(TINY, {"hunt": {"max_trials": 4}}))
     results = tmp_path / "results/speaker_id"
     hunt_log = results / "logs/hunt.log"
-    command = [
-        str(SNAKEMAKE),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--workflow-profile",
-        str(REPO / "profiles/default"),
-        "--directory",
-        str(tmp_path),
-        "--cores",
-        "2",
-        "results/speaker_id/hunt/hunt.json",
-    ]
+    command = snakemake_command(tmp_path, "results/speaker_id/hunt/hunt.json")
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

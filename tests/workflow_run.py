@@ -61,22 +61,24 @@ def write_config(workdir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def snakemake(workdir: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
     """`snakemake --cores 2 ARGS` in `workdir` with the repository's Snakefile and profile."""
+    return [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--workflow-profile",
+        str(REPO / "profiles" / "default"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """Run `snakemake_command` to completion, capturing its output."""
     return subprocess.run(
-        [
-            str(SNAKEMAKE),
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--workflow-profile",
-            str(REPO / "profiles" / "default"),
-            "--directory",
-            str(workdir),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout
     )
