@@ -34,7 +34,15 @@ ENV_PRELOAD = "HPOPT_EXEC_PRELOAD"
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 # What a trial of this project imports before its first step; a module missing here only costs
 # time. torch._dynamo is what the first torch.optim optimizer imports (~2 s, 800 modules).
-DEFAULT_PRELOAD = ("numpy", "torch", "torch._dynamo", "hyperpyyaml", "soundfile", "hpopt")
+DEFAULT_PRELOAD = (
+    "numpy",
+    "torch",
+    "torch._dynamo",
+    "hyperpyyaml",
+    "soundfile",
+    "hpopt",
+    "hpopt.context",  # `import hpopt` is lazy; every recipe enters the context
+)
 
 # Signals a terminal, Orion, Snakemake or a batch scheduler (USR1/USR2: pre-emption warnings) send
 # to the trial command; the client relays them to the trial process.

@@ -149,6 +149,11 @@ def hunt_environment(
     # OpenMP reads this when torch loads, i.e. once in the warm server: set it for server and
     # trials alike. Spin-waiting threads made epochs 10x slower on a loaded 2-core machine.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # `orion hunt` imports scikit-learn, which sets these two in the environment its trials
+    # inherit; the warm server refuses trials whose KMP_* differ from its own (they are read
+    # at start-up), so every trial ran cold. Set them for server and trials alike.
+    env.setdefault("KMP_DUPLICATE_LIB_OK", "True")
+    env.setdefault("KMP_INIT_AT_FORK", "FALSE")
     # One warm server per host: hunt processes of other nodes may share this folder.
     env["HPOPT_EXEC_SOCKET"] = str((hunt_dir / f"warm-{socket.gethostname()}.sock").resolve())
     if spec.get("trial_timeout"):
