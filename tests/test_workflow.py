@@ -138,8 +138,11 @@ def test_killed_hunt_resumes_without_losing_trials(tmp_path: Path) -> None:
     done_before = completed_count(hunt_log)
     assert done_before >= 2
 
+    # SIGKILL leaves Snakemake's own directory lock behind; the documented first step.
+    assert snakemake(tmp_path, "--unlock").returncode == 0
     run = snakemake(tmp_path, "results/speaker_id/hunt/best.json")
     assert run.returncode == 0, run.stderr[-4000:]
+    assert "recovery:" in (results / "logs/hunt.log").read_text()
     trials = json.loads((results / "hunt/trials.json").read_text())
     completed = [t for t in trials if t["status"] == "completed"]
     assert len(completed) >= 4
