@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from hunt_harness import REPO, TRAIN_ENV, Hunt, clean_env  # noqa: E402
+from hunt_harness import REPO, TRAIN_ENV, Hunt, base_spec, clean_env  # noqa: E402
 from workflow_run import snakemake, write_config  # noqa: E402
 
 from hpopt.data import loader  # noqa: E402
@@ -305,19 +305,10 @@ def ddp_hunt(root: Path, corpus: Path) -> Hunt:
         *flags({"device": "cpu", "seed": 1986, "tdnn_channels": 16, "batch_size": 8}),
         *flags({"ckpt_enable": "true"}),  # to find rank 0's final model afterwards
     ]
-    spec = {
+    spec = base_spec(root) | {
         "experiment": "ddp",
-        "results": str(root / "results"),
-        "train_env": str(TRAIN_ENV),
-        "storage": {"type": "pickleddb"},
-        "algorithm": {"random": {"seed": 3}},
         "max_trials": 2,
         "max_broken": 1,
-        "n_workers": 1,
-        "parallel_hunts": 1,
-        "heartbeat": 120,
-        "trial_timeout": None,
-        "min_free_mb": 1,
         "gpus": [0, 1],  # fake ids: leased (file locks) but unused by a CPU trial
         "gpus_per_trial": 2,
         "warm_launcher": True,  # not used by DDP trials

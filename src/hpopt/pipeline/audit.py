@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpopt.pipeline.provenance import LOCKS
+from hpopt.pipeline.provenance import LOCKS, pip_freeze
 
 # Absolute tolerance on a retrained error/loss when the original ran on a GPU: cuDNN/cuBLAS
 # kernels are not bit-reproducible across runs even with deterministic flags.
@@ -56,16 +56,9 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def current_freeze(python: str) -> list[str]:
-    result = subprocess.run(
-        [python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
-    )
-    return result.stdout.splitlines()
-
-
 def env_problems(name: str, recorded: dict[str, Any], python: str, locks: Path) -> list[str]:
     problems = []
-    installed = freeze_pins(current_freeze(python))
+    installed = freeze_pins(pip_freeze(python))
     lock = locks / recorded["lock"] if recorded.get("lock") else None
     if lock is None or not lock.exists():
         problems.append(f"{name}: lock file {lock} not found")

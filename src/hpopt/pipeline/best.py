@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpopt.pipeline.orion_storage import storage_env
+from hpopt.pipeline.orion_storage import storage_config, storage_env
 
 SELECTION_RULE = "minimum validation objective among completed trials (Orion minimises)"
 
@@ -92,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
     from orion.client import get_experiment
-
-    from hpopt.pipeline.orion_storage import storage_config
 
     hunt = json.loads(args.hunt.read_text())
     spec = json.loads((args.hunt.parent / "spec.json").read_text())

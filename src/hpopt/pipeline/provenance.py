@@ -68,11 +68,16 @@ def git_facts() -> dict[str, Any]:
     }
 
 
+def pip_freeze(python: str) -> list[str]:
+    """`pip freeze --all` of the environment that `python` belongs to (empty if it fails)."""
+    return (run([python, "-m", "pip", "freeze", "--all"]) or "").splitlines()
+
+
 def env_facts(python: str) -> dict[str, Any]:
     """Which lock built this venv (stamps written by containers/setup-env.sh) and what it holds."""
     venv = Path(python).parent.parent
     stamp, name = venv / ".lock-sha256", venv / ".lock-name"
-    freeze = run([python, "-m", "pip", "freeze", "--all"]) or ""
+    freeze = pip_freeze(python)
     lock_name = name.read_text().strip() if name.exists() else None
     lock_file = LOCKS / lock_name if lock_name else None
     return {
@@ -80,8 +85,8 @@ def env_facts(python: str) -> dict[str, Any]:
         "lock": lock_name,
         "lock_sha256_at_setup": stamp.read_text().strip() if stamp.exists() else None,
         "lock_sha256_now": sha256_file(lock_file) if lock_file and lock_file.exists() else None,
-        "pip_freeze": freeze.splitlines(),
-        "pip_freeze_sha256": sha256_bytes(freeze.encode()),
+        "pip_freeze": freeze,
+        "pip_freeze_sha256": sha256_bytes("\n".join(freeze).encode()),
     }
 
 
