@@ -65,8 +65,11 @@ lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 bench: setup ## benchmarks; results under bench/results/, table in bench/README.md
 	$(TRAIN_ENV)/bin/python bench/run_all.py
 
-audit: setup ## re-check the finished results/<experiment>/: envs, data, retraining (AUDIT_HUNT=1: hunt too)
-	$(WORKFLOW_ENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default --forcerun audit audit
+# The audit is no Snakemake rule: it must never rerun (and so replace) what it audits, and it reads
+# everything from the results folder's own records, whatever config made them.
+RESULTS ?= results/$(shell sed -n 's/^experiment: *//p' config/config.yaml)
+audit: setup ## re-check a finished RESULTS=results/<experiment> (default: config's): envs, data, retraining (AUDIT_HUNT=1: hunt too)
+	$(TRAIN_ENV)/bin/python -m reprohunt.audit --results $(RESULTS) --workflow-python $(WORKFLOW_ENV)/bin/python
 
 image-test: ## build the container with buildah (no Docker engine) and run the workflow in it
 	containers/image-test.sh

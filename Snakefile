@@ -5,7 +5,15 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# `--configfile FILE` replaces this default instead of merging into it: a user's file fully
+# defines the recipe and the search space (no default space keys left next to the user's).
+# Keys it leaves out take the schema's defaults (workflow/schemas/config.schema.yaml).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
 
 
 # The image built from ./Dockerfile holds every rule's software (both venvs). It is only used
@@ -13,12 +21,10 @@ configfile: "config/config.yaml"
 container: config["container_image"]
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/hunt.smk"
 include: "workflow/rules/retrain.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/audit.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -41,10 +41,9 @@ def pipeline_epoch(source: str, data: Path) -> float:
     recipe's torch thread count (the fbank runs torch ops)."""
     import numpy as np
     import torch
-
-    from hpopt.data import loader
-    from hpopt.data.features import seconds_to_frames
-    from hpopt.data.prepared import open_prepared
+    from speaker_data import loader
+    from speaker_data.features import seconds_to_frames
+    from speaker_data.prepared import open_prepared
 
     hparams = benchlib.recipe_defaults()
     torch.set_num_threads(hparams["num_threads"] or len(os.sched_getaffinity(0)))

@@ -95,7 +95,7 @@ def corpus(args: argparse.Namespace) -> Path:
     """The prepared folder to measure on: --data, else the default (or toy) corpus, made once."""
     if args.data is not None:
         if not (args.data / "prepared.json").is_file():
-            raise SystemExit(f"--data {args.data}: no prepared.json (run hpopt.data.prepare)")
+            raise SystemExit(f"--data {args.data}: no prepared.json (run speaker_id_prepare)")
         return args.data.resolve()
     prepare_args = SMOKE_PREPARE_ARGS if args.smoke else default_prepare_args()
     digest = hashlib.sha256(" ".join(prepare_args).encode()).hexdigest()[:12]
@@ -103,7 +103,13 @@ def corpus(args: argparse.Namespace) -> Path:
     if not (folder / "prepared.json").is_file():
         print(f"preparing the corpus ({' '.join(prepare_args)}) in {folder}", flush=True)
         subprocess.run(
-            [PYTHON, "-m", "hpopt.data.prepare", *prepare_args, "--out", str(folder)]
+            [
+                PYTHON,
+                str(ROOT / "recipes/speaker_id/speaker_id_prepare.py"),
+                *prepare_args,
+                "--out",
+                str(folder),
+            ]
             + ["--overwrite"],
             check=True,
             stdout=subprocess.DEVNULL,

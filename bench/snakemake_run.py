@@ -155,7 +155,7 @@ def hunt_trials(workdir: Path) -> list[dict[str, Any]]:
 
     from orion.client import get_experiment
 
-    from hpopt.pipeline.orion_storage import storage_config
+    from reprohunt.orion_storage import storage_config
 
     hunt_dir = results(workdir) / "hunt"
     name = json.loads((hunt_dir / "hunt.json").read_text())["name"]

@@ -1,8 +1,8 @@
 """Fixtures shared by several test files.
 
 ``prepared_tiny`` is a tiny synthetic corpus (4 speakers x 6 utterances of 0.5-0.8 s) prepared
-once per test session by the real command line, ``python -m hpopt.data.prepare``. It returns
-the prepared folder; tests that modify it must work on a copy (``shutil.copytree``).
+once per test session by the real command line, ``python recipes/speaker_id/speaker_id_prepare.py``.
+It returns the prepared folder; tests that modify it must work on a copy (``shutil.copytree``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The speaker-id recipe's own data preparation (SpeechBrain keeps *_prepare.py beside train.py).
+PREPARE_SCRIPT = REPO / "recipes" / "speaker_id" / "speaker_id_prepare.py"
 
 # Arguments of the tiny corpus, for tests that rebuild it and compare with the fixture.
 TINY_PREPARE_ARGS = [
@@ -33,9 +35,9 @@ TINY_PREPARE_ARGS = [
 
 
 def run_prepare(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m hpopt.data.prepare ARGS`` in the test interpreter (the train env)."""
+    """``python recipes/speaker_id/speaker_id_prepare.py ARGS`` in the train env."""
     return subprocess.run(
-        [sys.executable, "-m", "hpopt.data.prepare", *args],
+        [sys.executable, str(PREPARE_SCRIPT), *args],
         capture_output=True,
         text=True,
         cwd=REPO,

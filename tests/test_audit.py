@@ -21,7 +21,7 @@ def audit(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
         [
             sys.executable,
             "-m",
-            "hpopt.pipeline.audit",
+            "reprohunt.audit",
             "--results",
             EXPERIMENT,
             "--workflow-python",

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import run_prepare
-
-from hpopt.data.download import ARCHIVE_NAME, extract_archive, fetch_archive
-from hpopt.data.errors import DataError
-from hpopt.data.synthetic import SyntheticConfig, generate_corpus
+from speaker_data.download import ARCHIVE_NAME, extract_archive, fetch_archive
+from speaker_data.errors import DataError
+from speaker_data.synthetic import SyntheticConfig, generate_corpus
 
 
 class _ArchiveHandler(http.server.BaseHTTPRequestHandler):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from hpopt.data.features import (
+from speaker_data.features import (
     HOP_LENGTH,
     N_FFT,
     SAMPLE_RATE,

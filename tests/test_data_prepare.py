@@ -1,4 +1,4 @@
-"""``python -m hpopt.data.prepare``: outputs, determinism, the LibriSpeech path, bad input."""
+"""The speaker-id recipe's data preparation: outputs, determinism, LibriSpeech, bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import TINY_PREPARE_ARGS, run_prepare
 
-from hpopt.data.hashing import digest_of, sha256_file
+from hpopt.files import digest_of, sha256_file
 
 SPLITS = ("train", "valid", "test")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from speaker_data.synthetic import SyntheticConfig, generate_corpus, synthesize
 
-from hpopt.data.hashing import sha256_file
-from hpopt.data.synthetic import SyntheticConfig, generate_corpus, synthesize
+from hpopt.files import sha256_file
 
 TINY = SyntheticConfig(seed=3, n_speakers=3, utts_per_speaker=3, min_seconds=0.4, max_seconds=0.6)
 

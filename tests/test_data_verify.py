@@ -1,4 +1,4 @@
-"""``python -m hpopt.data.verify``: every kind of difference is named and fails the check."""
+"""``python -m reprohunt.dataverify``: every kind of difference is named and fails the check."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 def _verify(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hpopt.data.verify", str(folder), *extra],
+        [sys.executable, "-m", "reprohunt.dataverify", str(folder), *extra],
         capture_output=True,
         text=True,
         check=False,

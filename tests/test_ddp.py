@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import PREPARE_SCRIPT
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from hunt_harness import REPO, TRAIN_ENV, Hunt, base_spec, clean_env  # noqa: E402
+from speaker_data import loader  # noqa: E402
 from workflow_run import snakemake, write_config  # noqa: E402
 
-from hpopt.data import loader  # noqa: E402
-from hpopt.pipeline.hunt import hunt_environment  # noqa: E402
-from hpopt.pipeline.orion_storage import storage_config  # noqa: E402
+from reprohunt.hunt import hunt_environment  # noqa: E402
+from reprohunt.orion_storage import storage_config  # noqa: E402
 
 RECIPE = REPO / "recipes" / "speaker_id"
 TORCHRUN = TRAIN_ENV / "bin" / "torchrun"
@@ -226,7 +227,7 @@ def test_gpus_per_trial_is_checked_and_reaches_the_hunt_spec(tmp_path: Path) -> 
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp_corpus") / "prepared"
     run = subprocess.run(
-        [sys.executable, "-m", "hpopt.data.prepare", *CORPUS_ARGS, "--out", str(out)],
+        [sys.executable, str(PREPARE_SCRIPT), *CORPUS_ARGS, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=PROCESS_TIMEOUT_S,
@@ -323,8 +324,7 @@ def rank0_alone_on_the_validation_set(folder: Path, corpus: Path) -> dict[str, f
     """What rank 0's final model scores on the whole validation set, in this one process."""
     import torch
     import train
-
-    from hpopt.data.prepared import open_prepared
+    from speaker_data.prepared import open_prepared
 
     hparams = yaml.safe_load((folder / "hyperparams.yaml").read_text())
     last = folder / "save" / f"epoch-{hparams['number_of_epochs']:03d}.ckpt"
@@ -491,8 +491,8 @@ sys.path.insert(0, sys.argv[1])
 from ddp import Processes
 from train import train_epoch
 
-from hpopt.data import loader
-from hpopt.data.prepared import open_prepared
+from speaker_data import loader
+from speaker_data.prepared import open_prepared
 
 
 class MeanFrameClassifier(torch.nn.Module):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from hpopt.pipeline.orion_storage import DB_FILE
-from hpopt.pipeline.recovery import (
+from reprohunt.orion_storage import DB_FILE
+from reprohunt.recovery import (
     MEMBERSHIP_LOCK,
     STALE_DB_LOCK_AGE_S,
     clear_stale_db_lock,

@@ -19,7 +19,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 import hpopt as hp
 from hpopt.arguments import parse_command_line, resolve_device
-from hpopt.result_file import write_json_atomically
+from hpopt.files import write_json_atomically
 
 ORION_ENV = {
     "ORION_EXPERIMENT_NAME": "speaker-id",

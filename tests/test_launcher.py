@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hpopt.launcher.client import SERVER_LOST_EXIT
-from hpopt.launcher.protocol import messages, send_message
-from hpopt.launcher.trial import SETUP_FAILED_EXIT
+from warmexec.client import SERVER_LOST_EXIT
+from warmexec.protocol import messages, send_message
+from warmexec.trial import SETUP_FAILED_EXIT
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRIAL = FIXTURES / "launcher_trial.py"

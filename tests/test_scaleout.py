@@ -94,7 +94,7 @@ def test_parallel_hunts_join_one_experiment_through_snakemake(tmp_path: Path) ->
 
 
 def test_gpus_visible_takes_the_jobs_devices() -> None:
-    from hpopt.pipeline.preflight import HuntError, trial_gpus
+    from reprohunt.preflight import HuntError, trial_gpus
 
     assert trial_gpus([0, 1], {"CUDA_VISIBLE_DEVICES": "5"}) == ["0", "1"]
     assert trial_gpus("visible", {"CUDA_VISIBLE_DEVICES": "2, 3"}) == ["2", "3"]
@@ -148,8 +148,8 @@ def test_mongodb_credentials_stay_out_of_spec_config_and_errors(tmp_path: Path) 
 def test_mongodb_address_and_its_public_description(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hpopt.pipeline.hunt import write_orion_config
-    from hpopt.pipeline.orion_storage import public_description, storage_config, storage_env
+    from reprohunt.hunt import write_orion_config
+    from reprohunt.orion_storage import public_description, storage_config, storage_env
 
     monkeypatch.setenv("ORION_DB_USER", SECRET_USER)
     monkeypatch.setenv("ORION_DB_PASSWORD", SECRET_PASSWORD)

@@ -8,11 +8,12 @@ naming the differing keys instead.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from hpopt.files import atomic_path
 
 
 class CheckpointError(Exception):
@@ -76,9 +77,8 @@ class Checkpoints:
         """Write ``state`` (needs ``epoch`` and ``history``) atomically, then prune the others."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"epoch-{state['epoch']:03d}.ckpt"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save({**state, **self.identity}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as temp:
+            torch.save({**state, **self.identity}, temp)
         keep = {state["epoch"], _best_epoch(state["history"])}
         for old in self._paths():
             if int(old.stem.removeprefix("epoch-")) not in keep:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hpopt.pipeline.process import die_with_parent
+from hpopt.process import die_with_parent
 
 
 class DistributedError(Exception):

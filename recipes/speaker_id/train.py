@@ -17,7 +17,6 @@ the same global batches; only rank 0 writes (see ddp.py and README.md).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -40,14 +39,15 @@ from checkpoint import CheckpointError, Checkpoints  # noqa: E402
 from ddp import DistributedError, Processes, launched_processes, local_processes  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from model import SpeakerIdModel  # noqa: E402
+from speaker_data import featstore, loader  # noqa: E402
+from speaker_data.errors import DataError  # noqa: E402
+from speaker_data.features import seconds_to_frames  # noqa: E402
+from speaker_data.prepared import PreparedData, open_prepared  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import hpopt as hp  # noqa: E402
-from hpopt.data import featstore, loader  # noqa: E402
-from hpopt.data.errors import DataError  # noqa: E402
-from hpopt.data.features import seconds_to_frames  # noqa: E402
-from hpopt.data.prepared import PreparedData, open_prepared  # noqa: E402
+from hpopt.files import write_json_atomically  # noqa: E402
 
 # Reported in metrics.json "params": the values a search may change.
 TUNABLE = ("emb_dim", "tdnn_channels", "lr", "dropout", "batch_size", "number_of_epochs")
@@ -110,7 +110,7 @@ def check_hparams(hparams: dict[str, Any], processes: int = 1) -> None:
     if not hparams["data_folder"]:
         raise RecipeError(
             "data_folder is not set: pass --data_folder DIR, a folder made by "
-            "python -m hpopt.data.prepare"
+            "python recipes/speaker_id/speaker_id_prepare.py"
         )
 
 
@@ -219,12 +219,6 @@ def summarise(rows: Sequence[Sequence[float]]) -> dict[str, float]:
         errors += int(wrong)
         count += int(utterances)
     return {"error": errors / count, "loss": total_loss / count}
-
-
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class Experiment:
@@ -398,8 +392,11 @@ class Experiment:
                 log.write(f"trial_id: {hp.get_trial_id()}\n")
             history = self.fit(log)
             last = history[-1]
+            # The workflow's result contract, version 1 (README, "Bring your own recipe").
             metrics: dict[str, Any] = {
-                "valid": {"error": last["valid_error"], "loss": last["valid_loss"]},
+                "result_format": 1,
+                "objective": {"split": "valid", "metric": "error"},
+                "metrics": {"valid": {"error": last["valid_error"], "loss": last["valid_loss"]}},
                 "epochs": len(history),
                 "seed": hparams["seed"],
                 "processes": self.processes.size,
@@ -413,13 +410,13 @@ class Experiment:
                 if best is not None:
                     self.model.load_state_dict(best["model"])
                 metrics["test_epoch"] = best["epoch"] if best is not None else last["epoch"]
-                metrics["test"] = self._eval("test")
+                test = metrics["metrics"]["test"] = self._eval("test")
                 log.write(
                     f"test (model of epoch {metrics['test_epoch']}): loss "
-                    f"{metrics['test']['loss']:.4f}, error {metrics['test']['error']:.4f}\n"
+                    f"{test['loss']:.4f}, error {test['error']:.4f}\n"
                 )
         if main:
-            write_json_atomic(output / "metrics.json", metrics)
+            write_json_atomically(output / "metrics.json", metrics, indent=2)
         return metrics
 
 

@@ -17,7 +17,7 @@ line::
 This package imports only the standard library at import time (a stdlib-only launcher client
 imports it); HyperPyYAML and torch are imported inside ``parse_arguments`` when needed. The
 names below are re-exported lazily (PEP 562): ``import hpopt`` alone loads none of the
-submodules, because every warm-launcher trial start (``import hpopt.launcher.client``) would
+submodules, because every warm-launcher trial start (``import warmexec.client``) would
 otherwise pay ~50 ms for hpopt.context, hpopt.reporters and hpopt.arguments.
 Behaviour and differences from SpeechBrain: :mod:`hpopt.context`, :mod:`hpopt.arguments`,
 :mod:`hpopt.reporters`, :mod:`hpopt.gpu_lease`.

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from hpopt.distributed import is_main_process
 from hpopt.errors import HpoptError
-from hpopt.result_file import write_json_atomically
+from hpopt.files import write_json_atomically
 from hpopt.trial_id import generic_trial_id, orion_trial_id
 
 logger = logging.getLogger("hpopt")

@@ -1,4 +1,4 @@
-"""Config validation and the values every rule shares."""
+"""Config validation, the recipe contract check, and the values every rule shares."""
 
 import json
 import os
@@ -9,7 +9,13 @@ from pathlib import Path
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+# The recipe contract (stdlib-only module of the pipeline package), checked before any job.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from reprohunt.recipe import RecipeContractError, check_space, describe
+
+# The config file actually used: a --configfile replaces config/config.yaml (see Snakefile).
+CONFIG_FILE = str((workflow.config_settings.configfiles or ["config/config.yaml"])[-1])
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
@@ -20,59 +26,45 @@ IN_IMAGE = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment
 TRAIN_PYTHON = f"{TRAIN_ENV}/bin/python"
 # The workflow env's interpreter: provenance records its `pip freeze` too.
 WORKFLOW_PYTHON = sys.executable
-RECIPE = config["recipe"]
-RECIPE_DIR = RECIPE["dir"]
 
 if not IN_IMAGE and not Path(TRAIN_PYTHON).exists():
     raise WorkflowError(
         f"train env not found: {TRAIN_PYTHON} does not exist. Create it with `make setup`, or set "
-        "`train_env:` in config/config.yaml (or REPROHUNT_TRAIN_ENV) to an existing virtualenv."
+        f"`train_env:` in {CONFIG_FILE} (or REPROHUNT_TRAIN_ENV) to an existing virtualenv."
     )
-for key in ("train_yaml", "hpopt_yaml"):
-    if not Path(RECIPE_DIR, RECIPE[key]).is_file():
-        raise WorkflowError(
-            f"config key recipe.{key}: {Path(RECIPE_DIR, RECIPE[key])} does not exist "
-            f"(recipe.dir is {RECIPE_DIR!r})."
-        )
+try:
+    RECIPE = describe(config["recipe"], config["data"], CONFIG_FILE)
+    check_space(config["hunt"]["space"], RECIPE, CONFIG_FILE)
+except RecipeContractError as error:
+    raise WorkflowError(str(error))
+RECIPE_DIR = Path(RECIPE["dir"])
+# The recipe's data options, checked by the recipe's own schema when it ships one.
+PREPARE_SCHEMA = RECIPE_DIR / "prepare.schema.yaml"
+if PREPARE_SCHEMA.is_file():
+    validate(config["data"], schema=str(PREPARE_SCHEMA.resolve()))
 
 
 def cli_flags(options: dict) -> str:
-    """`{"n_speakers": 8}` -> `--n-speakers 8`, skipping unset (None) options."""
-    return " ".join(
-        f"--{key.replace('_', '-')} {shlex.quote(str(value))}"
-        for key, value in options.items()
-        if value is not None
-    )
+    """`{"n_speakers": 8, "synthetic": {"seed": 1}}` -> `--n-speakers 8 --seed 1`.
 
-
-def prepare_args() -> str:
-    data = config["data"]
-    source = data["source"]
-    flags = cli_flags(data.get(source) or {})
-    return f"--source {source} --n-mels {data['n_mels']} {flags}"
+    Nested options (one group per data source) are passed only for the selected `source`.
+    """
+    flags = []
+    for key, value in options.items():
+        if isinstance(value, dict):
+            if key == options.get("source"):
+                flags.append(cli_flags(value))
+        elif value is not None:
+            flags.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
+    return " ".join(flag for flag in flags if flag)
 
 
 def hunt_spec() -> dict:
     """Everything the hunt depends on, as one JSON-able dict (a Snakemake params trigger)."""
     hunt = config["hunt"]
-    recipe_args = [
-        f"{RECIPE_DIR}/train.py",
-        f"{RECIPE_DIR}/{RECIPE['train_yaml']}",
-        "--hpopt",
-        f"{RECIPE_DIR}/{RECIPE['hpopt_yaml']}",
-        "--hpopt_mode",
-        "orion",
-        "--data_folder",
-        f"{RESULTS}/data",
-        "--output_folder",
-        "{trial.working_dir}",
-        "--device",
-        RECIPE["device"],
-        "--seed",
-        str(RECIPE["seed"]),
-    ]
     spec = {
         "experiment": EXPERIMENT,
+        "config_file": CONFIG_FILE,
         "results": RESULTS,
         "train_env": TRAIN_ENV,
         "storage": config["orion"]["storage"],
@@ -80,14 +72,15 @@ def hunt_spec() -> dict:
         "max_trials": hunt["max_trials"],
         "max_broken": hunt["max_broken"],
         "n_workers": hunt["n_workers"],
-        "parallel_hunts": hunt.get("parallel_hunts", 1),
-        "heartbeat": hunt.get("heartbeat", 120),
+        "parallel_hunts": hunt["parallel_hunts"],
+        "heartbeat": hunt["heartbeat"],
         "trial_timeout": hunt.get("trial_timeout"),
         "min_free_mb": hunt.get("min_free_mb"),
         "gpus": hunt.get("gpus", []),
-        "warm_launcher": hunt.get("warm_launcher", True),
+        "warm_launcher": hunt["warm_launcher"],
         "space": hunt["space"],
-        "recipe_args": recipe_args,
+        "recipe": RECIPE,
+        "data_folder": f"{RESULTS}/data",
     }
     # trial.gpus_per_trial > 1: each trial is a torchrun job of that many processes. Absent
     # from the spec at its default, so that existing hunts' spec.json stays as it was.
@@ -95,18 +88,10 @@ def hunt_spec() -> dict:
     gpus = spec["gpus"]
     if isinstance(gpus, list) and gpus and gpus_per_trial > len(gpus):
         raise WorkflowError(
-            f"config key trial.gpus_per_trial is {gpus_per_trial}, but hunt.gpus lists only "
+            f"{CONFIG_FILE}: trial.gpus_per_trial is {gpus_per_trial}, but hunt.gpus lists only "
             f"{len(gpus)} device(s) {gpus}: no trial could ever lease its GPUs. List more "
             "devices or lower trial.gpus_per_trial."
         )
     if gpus_per_trial > 1:
         spec["gpus_per_trial"] = gpus_per_trial
     return spec
-
-
-def best_params_args(best_json: str) -> str:
-    """The best trial's params as recipe overrides (`--lr 0.003 …`), read when the job starts."""
-    params = json.loads(Path(best_json).read_text())["params"]
-    return " ".join(
-        f"--{key} {shlex.quote(str(value))}" for key, value in sorted(params.items())
-    )

@@ -1,6 +1,8 @@
 # hunt.parallel_hunts > 1: that many `hunt_worker` jobs (one per node on SLURM) join one Orion
 # experiment, and `hunt` only judges it once they have all ended. With 1, `hunt` does both.
-PARALLEL_HUNTS = config["hunt"].get("parallel_hunts", 1)
+PARALLEL_HUNTS = config["hunt"]["parallel_hunts"]
+# What every trial runs: the recipe's code files (a changed file changes spec.json too).
+RECIPE_CODE = [RECIPE_DIR / path for path in RECIPE["code"]]
 HUNT_WORKERS = [
     f"{RESULTS}/hunt/workers/{worker}.json" for worker in range(PARALLEL_HUNTS)
 ]
@@ -35,6 +37,7 @@ rule hunt_worker:
     input:
         data=f"{RESULTS}/data/prepared.json",
         spec=f"{RESULTS}/hunt/spec.json",
+        code=RECIPE_CODE,
     output:
         f"{RESULTS}/hunt/workers/{{worker}}.json",
     log:
@@ -46,7 +49,7 @@ rule hunt_worker:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m hpopt.pipeline.hunt --spec {input.spec} --data {input.data}"
+        "{params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
         " --worker {wildcards.worker} --out {output} > {log} 2>&1"
 
 
@@ -56,6 +59,7 @@ rule hunt:
     input:
         data=f"{RESULTS}/data/prepared.json",
         spec=f"{RESULTS}/hunt/spec.json",
+        code=RECIPE_CODE,
         workers=HUNT_WORKERS if PARALLEL_HUNTS > 1 else [],
     output:
         f"{RESULTS}/hunt/hunt.json",
@@ -68,14 +72,15 @@ rule hunt:
         python=TRAIN_PYTHON,
         mode="--judge" if PARALLEL_HUNTS > 1 else "",
     shell:
-        "{params.python} -m hpopt.pipeline.hunt --spec {input.spec} --data {input.data}"
+        "{params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
         " --out {output} {params.mode} > {log} 2>&1"
 
 
 rule best:
     """`orion info` verbatim, the best trial as best.json/best.yaml, and every trial (train env)."""
     input:
-        f"{RESULTS}/hunt/hunt.json",
+        hunt=f"{RESULTS}/hunt/hunt.json",
+        spec=f"{RESULTS}/hunt/spec.json",
     output:
         best_json=f"{RESULTS}/hunt/best.json",
         best_yaml=report(
@@ -90,5 +95,5 @@ rule best:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m hpopt.pipeline.best --hunt {input} --out-dir $(dirname {output.best_json})"
+        "{params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
         " > {log} 2>&1"

@@ -1,5 +1,7 @@
 rule prepare:
-    """Corpus -> manifests + cached log-mel features (train env)."""
+    """The recipe's own data preparation (its `*_prepare.py`) -> results/<exp>/data (train env)."""
+    input:
+        script=RECIPE_DIR / RECIPE["prepare"],
     output:
         f"{RESULTS}/data/prepared.json",
     log:
@@ -8,8 +10,8 @@ rule prepare:
         f"{RESULTS}/benchmarks/prepare.tsv"
     params:
         python=TRAIN_PYTHON,
-        args=prepare_args(),
+        args=cli_flags(config["data"]),
         out=lambda wildcards, output: Path(output[0]).parent,
     shell:
-        "{params.python} -m hpopt.data.prepare {params.args} --out {params.out} --overwrite"
+        "{params.python} {input.script} {params.args} --out {params.out} --overwrite"
         " > {log} 2>&1"

@@ -16,7 +16,7 @@ rule provenance:
         workflow_python=WORKFLOW_PYTHON,
         results=lambda wildcards, input: Path(input.data).parent.parent,
     shell:
-        "{params.python} -m hpopt.pipeline.provenance --results {params.results}"
+        "{params.python} -m reprohunt.provenance --results {params.results}"
         " --workflow-python {params.workflow_python} --out {output} > {log} 2>&1"
 
 
@@ -45,4 +45,4 @@ rule report:
         python=TRAIN_PYTHON,
         results=lambda wildcards, input: Path(input.provenance).parent,
     shell:
-        "{params.python} -m hpopt.pipeline.report --results {params.results} > {log} 2>&1"
+        "{params.python} -m reprohunt.report --results {params.results} > {log} 2>&1"

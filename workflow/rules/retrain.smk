@@ -1,8 +1,11 @@
 rule retrain:
-    """Full-budget training with the best params (train.yaml, checkpoints on), then the test split."""
+    """Full-budget training with the best params (train.yaml, checkpoints on), then the test
+    split; the recipe's result file, checked against the result contract (train env)."""
     input:
+        spec=f"{RESULTS}/hunt/spec.json",
         best=f"{RESULTS}/hunt/best.json",
         data=f"{RESULTS}/data/prepared.json",
+        code=RECIPE_CODE,
     output:
         report(
             f"{RESULTS}/final/metrics.json",
@@ -16,12 +19,6 @@ rule retrain:
     threads: workflow.cores
     params:
         python=TRAIN_PYTHON,
-        best=lambda wildcards, input: best_params_args(input.best),
-        recipe=RECIPE_DIR,
-        train_yaml=RECIPE["train_yaml"],
-        device=RECIPE["device"],
-        seed=RECIPE["seed"],
     shell:
-        "{params.python} {params.recipe}/train.py {params.recipe}/{params.train_yaml}"
-        " --data_folder $(dirname {input.data}) --output_folder $(dirname {output})"
-        " --device {params.device} --seed {params.seed} {params.best} > {log} 2>&1"
+        "{params.python} -m reprohunt.retrain --spec {input.spec} --best {input.best}"
+        " --data {input.data} --out {output} > {log} 2>&1"

@@ -14,7 +14,6 @@ import argparse
 import base64
 import csv
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -23,24 +22,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hpopt.files import sha256_file, sha256_text
+from reprohunt.result import load as load_result
+
 # The code's checkout (the package is installed from it), not Snakemake's working directory.
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 LOCKS = REPO / "containers" / "requirements"
 # The image reference and digest can only be given from outside the image (docker run -e …);
 # the revision is baked in at build time, since the image has no .git.
 IMAGE_ENV_VARS = ("REPROHUNT_IMAGE", "REPROHUNT_IMAGE_DIGEST", "REPROHUNT_IMAGE_REVISION")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run(command: list[str], cwd: Path | None = None) -> str | None:
@@ -63,7 +53,7 @@ def git_facts() -> dict[str, Any]:
         "repository": str(REPO),
         "commit": commit.strip(),
         "dirty": bool(status.strip()),
-        "diff_sha256": sha256_bytes(diff.encode()) if diff else None,
+        "diff_sha256": sha256_text(diff) if diff else None,
         "changed_files": [line[3:] for line in status.splitlines()],
     }
 
@@ -86,7 +76,7 @@ def env_facts(python: str) -> dict[str, Any]:
         "lock_sha256_at_setup": stamp.read_text().strip() if stamp.exists() else None,
         "lock_sha256_now": sha256_file(lock_file) if lock_file and lock_file.exists() else None,
         "pip_freeze": freeze,
-        "pip_freeze_sha256": sha256_bytes("\n".join(freeze).encode()),
+        "pip_freeze_sha256": sha256_text("\n".join(freeze)),
     }
 
 
@@ -155,7 +145,7 @@ def checklist(record: dict[str, Any]) -> dict[str, Any]:
         "selection_criterion": best["selection_rule"],
         "best_configuration": best["params"],
         "best_validation_objective": best["objective"],
-        "final_test_metrics": record["final_metrics"].get("test"),
+        "final_test_metrics": record["final_metrics"]["metrics"]["test"],
         "average_trial_runtime_s": sum(durations) / len(durations) if durations else None,
         "rule_runtimes": record["rule_costs"],
         "computing_infrastructure": {
@@ -181,8 +171,9 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
         "hardware": hardware_facts(),
         "data": json.loads((results / "data" / "prepared.json").read_text()),
         "data_hashes_sha256": sha256_file(results / "data" / "hashes.json"),
+        "recipe": {key: spec["recipe"][key] for key in sorted(spec["recipe"])},
         "seeds": {
-            "recipe": spec["recipe_args"][spec["recipe_args"].index("--seed") + 1],
+            "recipe": spec["recipe"]["seed"],
             "orion_algorithm": spec["algorithm"],
         },
         "determinism": {
@@ -202,7 +193,7 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             "trials": json.loads((hunt_dir / "trials.json").read_text()),
         },
         "best": best,
-        "final_metrics": json.loads((results / "final" / "metrics.json").read_text()),
+        "final_metrics": load_result(results / "final" / "metrics.json").document,
         "commands": {
             "hunt": hunt["command"],
             **{

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hpopt.pipeline.orion_storage import DB_FILE
+from reprohunt.orion_storage import DB_FILE
 
 MEMBERSHIP_LOCK = "hunt.lock"
 # A live Orion command holds the PickledDB lock for one read or write (milliseconds) and gives

@@ -1,4 +1,10 @@
-"""``python -m hpopt.data.verify DIR``: re-hash a prepared folder against its hashes.json.
+"""``python -m reprohunt.dataverify DIR``: re-hash a prepared folder against its hashes.json.
+
+The data contract (README, "Bring your own recipe"): a recipe's prepare script writes
+``DIR/hashes.json``, ``{group: {relative path: sha256}}``, paths relative to DIR except those of
+the ``audio`` group, which are relative to ``data_root`` in ``DIR/prepared.json`` (a corpus kept
+outside DIR); ``prepared.json`` is written last and may record ``<digest key>`` summaries of the
+groups (``corpus_sha256`` for audio, ``features_sha256``, ``manifests_sha256``).
 
 Prints every difference, one per line and naming the file (``missing:``, ``changed:``,
 ``extra:``), and exits 1 if there is any, 0 if everything matches. The reproducibility audit
@@ -13,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpopt.data.hashing import digest_of, sha256_file
+from hpopt.files import digest_of, sha256_file
 
-_GROUPS = ("audio", "features", "manifests")
+AUDIO = "audio"
 _DIGESTS = {
     "audio": "corpus_sha256",
     "features": "features_sha256",
@@ -39,23 +45,22 @@ def differences(prepared_dir: Path, data_root: Path | None = None) -> tuple[list
     """
     found: list[str] = []
     hashes = _load_json(prepared_dir / "hashes.json")
-    if hashes is None or not all(isinstance(hashes.get(g), dict) for g in _GROUPS):
+    if not hashes or not all(isinstance(files, dict) for files in hashes.values()):
         return [f"missing: {prepared_dir / 'hashes.json'} (absent or not a valid hash record)"], 0
     summary = _load_json(prepared_dir / "prepared.json")
     if summary is None:
         found.append(f"missing: {prepared_dir / 'prepared.json'} (preparation did not complete)")
     else:
         for group, key in _DIGESTS.items():
-            if summary.get(key) != digest_of(hashes[group]):
+            if key in summary and summary[key] != digest_of(hashes.get(group, {})):
                 found.append(
                     f"changed: {prepared_dir / 'prepared.json'} {key} disagrees with hashes.json"
                 )
     if data_root is None and summary is not None and "data_root" in summary:
         data_root = prepared_dir / summary["data_root"]  # an absolute path stays absolute
-    bases = {"features": prepared_dir, "manifests": prepared_dir, "audio": data_root}
     checked = 0
-    for group in _GROUPS:
-        base = bases[group]
+    for group in hashes:
+        base = data_root if group == AUDIO else prepared_dir
         if base is None:
             found.append(
                 f"missing: data root of the audio unknown; pass --data-root to check {group}"
@@ -74,21 +79,26 @@ def differences(prepared_dir: Path, data_root: Path | None = None) -> tuple[list
 
 def _extras(prepared_dir: Path, data_root: Path | None, hashes: dict) -> list[str]:
     """Files present but not recorded: anything in the prepared folder, and stray FLAC files."""
-    known = {prepared_dir / rel for group in ("features", "manifests") for rel in hashes[group]}
+    known = {prepared_dir / rel for group in hashes if group != AUDIO for rel in hashes[group]}
     known |= {prepared_dir / name for name in _SUMMARIES}
     audio_files: set[Path] = set()
-    if data_root is not None:
-        known |= {data_root / rel for rel in hashes["audio"]}
-        audio_dirs = {(data_root / rel).parents[2] for rel in hashes["audio"]}
+    if data_root is not None and AUDIO in hashes:
+        known |= {data_root / rel for rel in hashes[AUDIO]}
+        audio_dirs = {(data_root / rel).parents[2] for rel in hashes[AUDIO]}
         audio_files = {path for folder in audio_dirs for path in folder.rglob("*.flac")}
     present = {path for path in prepared_dir.rglob("*") if path.is_file()} | audio_files
     return [f"extra: {path}" for path in sorted(present - known)]
 
 
+def data_identity(prepared_dir: Path) -> str:
+    """SHA-256 of the folder's hashes.json: one value that changes with any data file."""
+    return sha256_file(prepared_dir / "hashes.json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hpopt.data.verify",
-        description="Re-hash a folder made by hpopt.data.prepare; exit 1 on any difference.",
+        prog="python -m reprohunt.dataverify",
+        description="Re-hash a prepared data folder against its hashes.json; exit 1 if any differ.",
     )
     parser.add_argument("prepared_dir", type=Path, help="the prepared folder (holds hashes.json)")
     parser.add_argument("--data-root", type=Path, help="where the audio is, if it moved")

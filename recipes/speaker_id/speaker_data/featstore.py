@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from hpopt.data.errors import DataError
-from hpopt.data.features import fbank, n_frames
-from hpopt.data.librispeech import Utterance
+from speaker_data.errors import DataError
+from speaker_data.features import fbank, n_frames
+from speaker_data.librispeech import Utterance
 
 STATS_FILE = "stats.npz"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)

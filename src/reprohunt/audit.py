@@ -1,11 +1,18 @@
 """`make audit`: re-check an existing `results/<exp>/` against its provenance record.
 
+Read-only on what it audits: it is not a Snakemake rule (so no stale upstream rule can rerun
+first and replace the evidence), it takes no config (everything comes from the results folder's
+own records, so a result made with any config is audited as it was made), and it writes only
+under `<results>/audit/`.
+
 1. environments: each env's installed packages against its lock and against the recorded
    `pip freeze` (every difference listed);
-2. data: every audio, manifest and feature file re-hashed (`hpopt.data.verify`), and the hashes
+2. data: every audio, manifest and feature file re-hashed (`reprohunt.dataverify`), and the hashes
    file itself against the record;
 3. retraining: the final model retrained from the recorded best params in a fresh folder, its
-   metrics compared with the recorded ones (bit-identical on CPU, within GPU_TOLERANCE on GPU);
+   objective and every test metric compared with the recorded ones through the result contract
+   (bit-identical on CPU, within GPU_TOLERANCE on GPU): a recorded result that does not name
+   them fails, so this check can never pass without comparing;
 4. with AUDIT_HUNT=1: the whole hunt re-run as a new experiment, which must find the same best
    params (a seeded sequential search replays its trial sequence).
 Prints a PASS/FAIL table, writes `audit/audit.json`, and exits 1 on any FAIL.
@@ -23,7 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpopt.pipeline.provenance import LOCKS, pip_freeze
+from hpopt.files import sha256_file
+from reprohunt import retrain
+from reprohunt.provenance import LOCKS, pip_freeze
+from reprohunt.result import ResultError
+from reprohunt.result import load as load_result
 
 # Absolute tolerance on a retrained error/loss when the original ran on a GPU: cuDNN/cuBLAS
 # kernels are not bit-reproducible across runs even with deterministic flags.
@@ -78,12 +89,10 @@ def env_problems(name: str, recorded: dict[str, Any], python: str, locks: Path) 
 
 
 def data_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
-    from hpopt.pipeline.provenance import sha256_file
-
     data = results / "data"
     problems = []
     verify = subprocess.run(
-        [sys.executable, "-m", "hpopt.data.verify", str(data)], capture_output=True, text=True
+        [sys.executable, "-m", "reprohunt.dataverify", str(data)], capture_output=True, text=True
     )
     if verify.returncode != 0:
         problems += [
@@ -94,51 +103,40 @@ def data_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
     return problems
 
 
-def recipe_call(spec: dict[str, Any]) -> tuple[list[str], str, str]:
-    """(train.py + train.yaml, device, seed) of the recorded run, from the hunt's recipe args."""
-    args = spec["recipe_args"]
-    return args[:2], args[args.index("--device") + 1], args[args.index("--seed") + 1]
-
-
 def retrain_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
-    spec = json.loads((results / "hunt" / "spec.json").read_text())
-    (script, train_yaml), device, seed = recipe_call(spec)
+    """Retrain from the record and compare the objective and every test metric."""
+    recipe = provenance["recipe"]
+    try:
+        recorded = load_result(results / "final" / "metrics.json")
+    except ResultError as error:
+        return [str(error)]
+    problems = []
+    if recorded.document != provenance["final_metrics"]:
+        problems.append(
+            f"{recorded.path} differs from the final metrics recorded in provenance.json"
+        )
     out = results / "audit" / "retrain"
     shutil.rmtree(out, ignore_errors=True)
-    params = [
-        item
-        for key, value in sorted(provenance["best"]["params"].items())
-        for item in (f"--{key}", str(value))
-    ]
-    command = [sys.executable, script, train_yaml, "--data_folder", str(results / "data")]
-    command += ["--output_folder", str(out), "--device", device, "--seed", seed, *params]
-    with (results / "audit" / "retrain.log").open("w") as log:
-        run = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    if run.returncode != 0:
-        return [f"retraining failed (exit {run.returncode}); see {results / 'audit/retrain.log'}"]
-    recorded = json.loads((results / "final" / "metrics.json").read_text())
-    fresh = json.loads((out / "metrics.json").read_text())
-    on_gpu = device.startswith("cuda")
-    problems = []
-    for split in ("valid", "test"):
-        for key, value in recorded.get(split, {}).items():
-            new = fresh.get(split, {}).get(key)
-            same = (
-                new == value
-                if not on_gpu
-                else new is not None and abs(new - value) <= GPU_TOLERANCE
-            )
-            if not same:
-                rule = f"within {GPU_TOLERANCE}" if on_gpu else "bit-identical"
-                problems.append(
-                    f"{split} {key}: recorded {value!r}, retrained {new!r} ({rule} required)"
-                )
+    log_path = results / "audit" / "retrain.log"
+    with log_path.open("w") as log:
+        try:
+            fresh = retrain.run(recipe, provenance["best"]["params"], results / "data", out, log)
+        except ResultError as error:
+            return [*problems, f"retraining failed: {error}; see {log_path}"]
+    on_gpu = recipe["device"].startswith("cuda")
+    rule = f"within {GPU_TOLERANCE}" if on_gpu else "bit-identical"
+    retrained = fresh.compared_values()
+    for key, value in recorded.compared_values().items():
+        new = retrained.get(key)
+        same = new == value if not on_gpu else new is not None and abs(new - value) <= GPU_TOLERANCE
+        if not same:
+            problems.append(f"{key}: recorded {value!r}, retrained {new!r} ({rule} required)")
     return problems
 
 
 def hunt_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
     """Re-run the hunt as experiment `<name>-audit` under audit/ and compare the best params."""
-    from hpopt.pipeline import best, hunt
+    from reprohunt import best, hunt
 
     spec = json.loads((results / "hunt" / "spec.json").read_text())
     audit_hunt = results / "audit" / "hunt"
@@ -158,7 +156,16 @@ def hunt_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
     )
     if code != 0:
         return [f"the audit hunt failed (exit {code})"]
-    best.main(["--hunt", str(audit_hunt / "hunt.json"), "--out-dir", str(audit_hunt)])
+    best.main(
+        [
+            "--hunt",
+            str(audit_hunt / "hunt.json"),
+            "--spec",
+            str(audit_hunt / "spec.json"),
+            "--out-dir",
+            str(audit_hunt),
+        ]
+    )
     found = json.loads((audit_hunt / "best.json").read_text())
     recorded = provenance["best"]
     problems = []

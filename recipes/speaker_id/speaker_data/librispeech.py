@@ -14,9 +14,9 @@ from pathlib import Path
 
 import soundfile as sf
 
-from hpopt.data.errors import DataError
-from hpopt.data.features import SAMPLE_RATE, n_frames
-from hpopt.data.prepared import SPLITS, SUBSET
+from speaker_data.errors import DataError
+from speaker_data.features import SAMPLE_RATE, n_frames
+from speaker_data.prepared import SPLITS, SUBSET
 
 _NAME = re.compile(r"^(?P<spk>\d+)-(?P<chapter>\d+)-(?P<utt>\d+)\.flac$")
 # The x-vector's five TDNN layers see 15 frames; shorter utterances cannot be classified.

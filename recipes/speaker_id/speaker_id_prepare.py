@@ -1,7 +1,7 @@
-"""``python -m hpopt.data.prepare``: build a prepared data folder for the speaker-id recipe.
+"""Build a prepared data folder for the speaker-id recipe (its `*_prepare.py`, as in SpeechBrain).
 
-    python -m hpopt.data.prepare --source synthetic --out DIR [--seed N] [--n-speakers N] ...
-    python -m hpopt.data.prepare --source minilibrispeech --out DIR \\
+    python speaker_id_prepare.py --source synthetic --out DIR [--seed N] [--n-speakers N] ...
+    python speaker_id_prepare.py --source minilibrispeech --out DIR \\
         (--download-dir DIR | --extracted PATH) [--split-seed N] [--n-mels N]
 
 Every argument is checked before any work. The folder is built under a temporary sibling name
@@ -22,10 +22,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpopt.data.errors import DataError
-from hpopt.data.hashing import digest_of, sha256_file
-from hpopt.data.prepared import FORMAT_VERSION, SUBSET
-from hpopt.data.synthetic import SyntheticConfig
+from speaker_data.errors import DataError
+from speaker_data.prepared import FORMAT_VERSION, SUBSET
+from speaker_data.synthetic import SyntheticConfig
+
+from hpopt.files import digest_of, sha256_file
 
 SOURCES = ("synthetic", "minilibrispeech")
 DEFAULT_N_MELS = 40
@@ -37,7 +38,7 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hpopt.data.prepare",
+        prog="python recipes/speaker_id/speaker_id_prepare.py",
         description="Prepare manifests, cached log-mel features and hashes for the speaker-id "
         "recipe, from the embedded synthetic corpus or from mini-LibriSpeech.",
     )
@@ -82,9 +83,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject bad or conflicting arguments (exit 2) before anything is downloaded or written."""
-    from hpopt.data.download import OFFICIAL_URL
-    from hpopt.data.features import MAX_N_MELS
-    from hpopt.data.librispeech import find_data_root
+    from speaker_data.download import OFFICIAL_URL
+    from speaker_data.features import MAX_N_MELS
+    from speaker_data.librispeech import find_data_root
 
     if not 1 <= args.n_mels <= MAX_N_MELS:
         parser.error(f"--n-mels must be between 1 and {MAX_N_MELS}, got {args.n_mels}")
@@ -155,9 +156,9 @@ def _reject(
 
 def _data_root(args: argparse.Namespace, workdir: Path) -> tuple[Path, dict | None, dict | None]:
     """Produce the corpus; returns (data root, synthetic config, archive provenance)."""
-    from hpopt.data.download import OFFICIAL_MD5, OFFICIAL_URL, extract_archive, fetch_archive
-    from hpopt.data.librispeech import find_data_root
-    from hpopt.data.synthetic import generate_corpus
+    from speaker_data.download import OFFICIAL_MD5, OFFICIAL_URL, extract_archive, fetch_archive
+    from speaker_data.librispeech import find_data_root
+    from speaker_data.synthetic import generate_corpus
 
     if args.source == "synthetic":
         config = SyntheticConfig(
@@ -181,8 +182,8 @@ def _data_root(args: argparse.Namespace, workdir: Path) -> tuple[Path, dict | No
 
 def _build(args: argparse.Namespace, workdir: Path) -> dict:
     """Write corpus (synthetic), manifests, features and hashes into ``workdir``."""
-    from hpopt.data import featstore, librispeech
-    from hpopt.data.features import FEATURE_SETTINGS
+    from speaker_data import featstore, librispeech
+    from speaker_data.features import FEATURE_SETTINGS
 
     data_root, synthetic, archive = _data_root(args, workdir)
     utterances = librispeech.scan_corpus(data_root)

@@ -16,15 +16,15 @@ utterance)``, so changing the number of utterances or speakers leaves the others
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from hpopt.data.features import SAMPLE_RATE
-from hpopt.data.prepared import SUBSET
+from hpopt.files import atomic_path
+from speaker_data.features import SAMPLE_RATE
+from speaker_data.prepared import SUBSET
 
 # Vowel formant targets (F1, F2, F3 in Hz) of an average adult voice (Peterson & Barney-like).
 _VOWELS_HZ = np.array(
@@ -215,8 +215,7 @@ def generate_corpus(config: SyntheticConfig, data_root: Path) -> list[str]:
             path = data_root / relpath
             path.parent.mkdir(parents=True, exist_ok=True)
             signal = synthesize(config, speaker_index, utt_index)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            sf.write(tmp, signal, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
-            os.replace(tmp, path)
+            with atomic_path(path) as temp:
+                sf.write(temp, signal, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
             written.append(relpath)
     return written

@@ -7,7 +7,6 @@ after an uncaught ``KeyboardInterrupt``, atexit handlers and non-daemon threads 
 """
 
 import atexit
-import ctypes
 import io
 import os
 import runpy
@@ -19,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import NoReturn
 
+from hpopt.process import die_with_parent
+
 # Exit status when the child could not become the trial (chdir failed, fds unusable…): EX_OSERR,
 # distinct from the client's SERVER_LOST_EXIT (70).
 SETUP_FAILED_EXIT = 71
-
-_PR_SET_PDEATHSIG = 1
 
 
 def become_trial(
@@ -57,9 +56,7 @@ def become_trial(
 
 def _die_with_server(server_pid: int) -> None:
     """Be SIGKILLed when the server dies: a trial must not outlive the connection it reports on."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    die_with_parent(signal.SIGKILL)
     if os.getppid() != server_pid:  # the server died before prctl took effect
         os._exit(SETUP_FAILED_EXIT)
 

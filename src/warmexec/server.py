@@ -1,6 +1,6 @@
 """The warm server: imports the heavy libraries once, then forks one child per trial request.
 
-Run by the first client (``hpopt-exec`` starts it as ``python -m hpopt.launcher.server``). It
+Run by the first client (``hpopt-exec`` starts it as ``python -m warmexec.server``). It
 binds the socket before importing anything heavy, so clients queue up instead of starting a second
 server, and accepts only once the imports are done. It never runs a torch op: a child forked from
 a process whose OpenMP pool has started can hang on its first parallel op.
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpopt.launcher.protocol import (
+from warmexec.protocol import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_PRELOAD,
     ENV_IDLE_TIMEOUT,
@@ -43,7 +43,7 @@ from hpopt.launcher.protocol import (
     send_message,
     startup_environment,
 )
-from hpopt.launcher.trial import SETUP_FAILED_EXIT, become_trial
+from warmexec.trial import SETUP_FAILED_EXIT, become_trial
 
 # How often a pending stop retries the spawn lock that a starting client may hold for a moment.
 _LOCK_RETRY_S = 0.2
@@ -391,7 +391,7 @@ def log(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpopt.launcher.server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m warmexec.server", description=__doc__)
     parser.add_argument("--socket", type=Path, required=True, help="path to listen on")
     parser.add_argument(
         "--idle-timeout",

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpopt.data.errors import DataError
-from hpopt.data.prepared import SUBSET
+from speaker_data.errors import DataError
+from speaker_data.prepared import SUBSET
 
 OFFICIAL_URL = "https://www.openslr.org/resources/31/train-clean-5.tar.gz"
 # Published in https://www.openslr.org/resources/31/md5sum.txt; OpenSLR gives no SHA-256.

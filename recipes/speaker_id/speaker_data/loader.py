@@ -1,7 +1,7 @@
 """torch data loading for prepared folders: cached features or on-the-fly from audio.
 
 Both feature sources yield identical tensors for identical batches: the "audio" source decodes
-the FLAC file and runs the same :func:`hpopt.data.features.fbank` that filled the cache, on the
+the FLAC file and runs the same :func:`speaker_data.features.fbank` that filled the cache, on the
 whole utterance, then crops. Batch composition and crop positions are decided up front in the
 main process from a seeded generator (see :func:`train_batches`), never inside workers, so
 results do not depend on ``num_workers`` or on the feature source.
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hpopt.data.featstore import read_audio
-from hpopt.data.features import fbank
-from hpopt.data.prepared import PreparedData, SplitIndex
+from speaker_data.featstore import read_audio
+from speaker_data.features import fbank
+from speaker_data.prepared import PreparedData, SplitIndex
 
 FeatureSource = Literal["cache", "audio"]
 # (utterance position in the split, first frame, number of frames; 0 frames = to the end)

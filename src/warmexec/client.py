@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from hpopt.launcher.protocol import (
+from warmexec.protocol import (
     DEFAULT_PRELOAD,
     ENV_IDLE_TIMEOUT,
     ENV_PRELOAD,
@@ -203,7 +203,7 @@ def _start_server(where: Rendezvous) -> None:
     try:
         with open(where.log, "ab") as log:
             subprocess.Popen(
-                [sys.executable, "-m", "hpopt.launcher.server", "--socket", str(where.socket)]
+                [sys.executable, "-m", "warmexec.server", "--socket", str(where.socket)]
                 + ["--ready-fd", str(ready_write)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -8,14 +8,13 @@ nothing already computed.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpopt.pipeline.orion_storage import redact
+from reprohunt.orion_storage import redact
 
 DEFAULT_MIN_FREE_MB = 200
 # `hunt.gpus: visible`: lease among the devices the scheduler gave this job.
@@ -26,39 +25,33 @@ class HuntError(Exception):
     """A problem the user must fix; the message says what and where."""
 
 
-def validate_space(space: dict[str, str], train_yaml: Path) -> None:
-    """Every searched key is a top-level key of train.yaml and every prior parses in Orion."""
+def validate_space(space: dict[str, str], config_file: str) -> None:
+    """Every prior parses in Orion (the keys were checked against train.yaml before any job,
+    by reprohunt.recipe.check_space)."""
     from orion.core.io.space_builder import SpaceBuilder
 
-    top_level = set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", train_yaml.read_text(), re.M))
-    problems = [
-        f"hunt.space.{key}: '{key}' is not a top-level key of {train_yaml}; only top-level keys "
-        "can be searched (lift nested values to the top level and !ref them)"
-        for key in space
-        if key not in top_level
-    ]
+    problems = []
     for key, prior in space.items():
         try:
             SpaceBuilder().build({f"/{key}": prior})
         except (TypeError, ValueError, SyntaxError) as error:
             problems.append(f"hunt.space.{key}: invalid Orion prior {prior!r}: {error}")
     if problems:
-        raise HuntError("invalid search space in config/config.yaml:\n  " + "\n  ".join(problems))
+        raise HuntError(f"invalid search space in {config_file}:\n  " + "\n  ".join(problems))
 
 
 def check_inputs(spec: dict[str, Any], data: Path) -> None:
     """The recipe files and the prepared data exist."""
-    script, train_yaml = Path(spec["recipe_args"][0]), Path(spec["recipe_args"][1])
-    for path, key in ((script, "recipe.dir"), (train_yaml, "recipe.train_yaml")):
+    recipe, config_file = spec["recipe"], spec.get("config_file", "the config")
+    for key in ("script", "train_yaml", "hpopt_yaml"):
+        path = Path(recipe["dir"]) / recipe[key]
         if not path.is_file():
-            raise HuntError(f"{path} does not exist: check {key} in config/config.yaml")
-    args = spec["recipe_args"]
-    data_folder = Path(args[args.index("--data_folder") + 1]) if "--data_folder" in args else None
-    missing = [path for path in (data, data_folder) if path is not None and not path.exists()]
+            raise HuntError(f"{path} does not exist: check recipe.{key} in {config_file}")
+    missing = [path for path in (data, Path(spec["data_folder"])) if not path.exists()]
     if missing:
         raise HuntError(
             f"missing data: {missing[0]} does not exist. Prepare it first "
-            f"(`snakemake {data}` runs the prepare rule), or fix data: in config/config.yaml"
+            f"(`snakemake {data}` runs the prepare rule), or fix data: in {config_file}"
         )
 
 
@@ -118,7 +111,7 @@ def check_mongodb(database: dict[str, Any], host: str) -> None:
         reason = redact(str(error)).split(" (configured timeouts")[0][:300]
         raise HuntError(
             f"cannot use MongoDB database {database['name']!r} at {host}:{database['port']}: "
-            f"{reason}. Check orion.storage (host, port, name) in config/config.yaml, that the "
+            f"{reason}. Check orion.storage (host, port, name) in the config, that the "
             "server runs, and the credentials in ORION_DB_USER / ORION_DB_PASSWORD"
         ) from error
     finally:

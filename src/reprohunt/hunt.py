@@ -4,13 +4,13 @@ Why a wrapper around `orion hunt`:
 - `orion hunt` exits 0 even when the experiment broke, so success is read back through Orion's
   API (completed/broken trials), and a failure names the first broken trial's log;
 - inputs, priors, writable folders, free space, GPUs and the database are checked before any
-  trial runs (hpopt.pipeline.preflight);
+  trial runs (reprohunt.preflight);
 - the Orion experiment name carries a hash of everything that defines the search (space,
   algorithm, recipe arguments, data), so a changed space starts a new experiment instead of
   mixing its trials with old ones, while a raised budget (max_trials) continues the same one;
 - after a crash, what dead processes left (reserved trials, the PickledDB soft lock, the
   algorithm lock) is released, but only when no hunt process holds this experiment
-  (hpopt.pipeline.recovery).
+  (reprohunt.recovery).
 
 Three modes, so that one experiment can be hunted by several processes (hosts, SLURM jobs):
 - default: hunt, then judge the experiment and write hunt.json (one hunt process);
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shlex
@@ -38,13 +37,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpopt.pipeline.orion_storage import (
+from hpopt.files import sha256_text, write_text_atomically
+from hpopt.process import die_with_parent
+from reprohunt.dataverify import data_identity
+from reprohunt.orion_storage import (
     public_description,
     redact,
     storage_config,
     storage_env,
 )
-from hpopt.pipeline.preflight import (
+from reprohunt.preflight import (
     DEFAULT_MIN_FREE_MB,
     HuntError,
     check_inputs,
@@ -53,8 +55,8 @@ from hpopt.pipeline.preflight import (
     trial_gpus,
     validate_space,
 )
-from hpopt.pipeline.process import die_with_parent
-from hpopt.pipeline.recovery import clear_stale_db_lock, hunt_membership, recover_dead_workers
+from reprohunt.recipe import command as recipe_command
+from reprohunt.recovery import clear_stale_db_lock, hunt_membership, recover_dead_workers
 
 LOG_TAIL_LINES = 15
 
@@ -63,28 +65,27 @@ def load_spec(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def experiment_name(spec: dict[str, Any], prepared: dict[str, Any]) -> str:
-    """`<experiment>-<hash>`: the hash covers what makes trials comparable, not the budget."""
+def experiment_name(spec: dict[str, Any], data_folder: Path) -> str:
+    """`<experiment>-<hash>`: the hash covers what makes trials comparable, not the budget:
+    the space, the algorithm, the recipe (its code files and every argument) and the data."""
     identity = {
         "space": spec["space"],
         "algorithm": spec["algorithm"],
-        "recipe_args": spec["recipe_args"],
-        "data": {key: prepared.get(key) for key in ("corpus_sha256", "features_sha256")},
+        "recipe": {key: value for key, value in spec["recipe"].items() if key != "code"},
+        "data": data_identity(data_folder),
     }
     if spec.get("gpus_per_trial", 1) != 1:  # DDP trials are not comparable with 1-process ones
         identity["gpus_per_trial"] = spec["gpus_per_trial"]
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return f"{spec['experiment']}-{digest[:8]}"
+    return f"{spec['experiment']}-{sha256_text(json.dumps(identity, sort_keys=True))[:8]}"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Concurrent hunt processes write the same files; a reader never sees half of one."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(text)
-    partial.replace(path)
+def trials_dir(hunt_dir: Path, name: str) -> Path:
+    """Each experiment's own trial folders: Orion names a trial's folder by a hash of its params,
+    so two experiments of one results folder would otherwise share folders and logs."""
+    return hunt_dir / name / "trials"
 
 
-def write_orion_config(spec: dict[str, Any], hunt_dir: Path) -> Path:
+def write_orion_config(spec: dict[str, Any], hunt_dir: Path, name: str) -> Path:
     """The `-c` file of `orion hunt` (storage travels in env vars, so no credentials here)."""
     import yaml
 
@@ -92,7 +93,7 @@ def write_orion_config(spec: dict[str, Any], hunt_dir: Path) -> Path:
         "experiment": {
             "max_trials": spec["max_trials"],
             "max_broken": spec["max_broken"],
-            "working_dir": str((hunt_dir / "trials").resolve()),
+            "working_dir": str(trials_dir(hunt_dir, name).resolve()),
             "algorithm": spec["algorithm"],
         },
         "worker": {
@@ -105,7 +106,8 @@ def write_orion_config(spec: dict[str, Any], hunt_dir: Path) -> Path:
         "evc": {"enable": False},
     }
     path = hunt_dir / "orion.yaml"
-    write_atomically(path, yaml.safe_dump(config, sort_keys=False))
+    # Concurrent hunt processes write the same file; a reader never sees half of one.
+    write_text_atomically(path, yaml.safe_dump(config, sort_keys=False))
     return path
 
 
@@ -132,9 +134,15 @@ def trial_launcher(spec: dict[str, Any], gpus: list[str]) -> list[str]:
 
 def hunt_command(spec: dict[str, Any], name: str, config_path: Path) -> list[str]:
     trial = str(Path(spec["train_env"]).resolve() / "bin" / "hpopt-trial")
+    recipe_argv = recipe_command(
+        spec["recipe"],
+        data_folder=spec["data_folder"],
+        output_folder="{trial.working_dir}",
+        trial=True,
+    )
     priors = [f"--{key}~{prior}" for key, prior in sorted(spec["space"].items())]
     orion = str(Path(spec["train_env"]).resolve() / "bin" / "orion")
-    return [orion, "hunt", "-n", name, "-c", str(config_path), trial, *spec["recipe_args"], *priors]
+    return [orion, "hunt", "-n", name, "-c", str(config_path), trial, *recipe_argv, *priors]
 
 
 def hunt_environment(
@@ -238,10 +246,10 @@ def preflight(
 ) -> list[str]:
     """Every check that can fail before work starts; returns the GPUs trials will lease."""
     check_inputs(spec, data)
-    validate_space(spec["space"], Path(spec["recipe_args"][1]))
+    validate_space(spec["space"], spec.get("config_file", "the config"))
     min_free_mb = spec.get("min_free_mb")
     min_free_mb = DEFAULT_MIN_FREE_MB if min_free_mb is None else min_free_mb
-    check_writable([hunt_dir, hunt_dir / "trials"], min_free_mb)
+    check_writable([hunt_dir], min_free_mb)
     gpus = trial_gpus(spec.get("gpus") or [], os.environ)
     if spec["storage"]["type"] == "mongodb":
         check_mongodb(storage["database"], spec["storage"].get("host", "localhost"))
@@ -256,9 +264,10 @@ def join_hunt(
     gpus: list[str],
 ) -> int:
     """Recover if alone, then run `orion hunt` as one member of the experiment's hunters."""
-    write_orion_config(spec, hunt_dir)
-    env = hunt_environment(spec, storage, hunt_dir, gpus)
     name = command[command.index("-n") + 1]
+    check_writable([trials_dir(hunt_dir, name)], 0)
+    write_orion_config(spec, hunt_dir, name)
+    env = hunt_environment(spec, storage, hunt_dir, gpus)
 
     def recover() -> None:
         messages = clear_stale_db_lock(hunt_dir) if spec["storage"]["type"] == "pickleddb" else []
@@ -323,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {redact(str(error))}", file=sys.stderr)
             return 2
 
-    name = experiment_name(spec, json.loads(args.data.read_text()))
+    name = experiment_name(spec, args.data.parent)
     command = hunt_command(spec, name, hunt_dir / "orion.yaml")
     if not args.judge:
         code = join_hunt(spec, hunt_dir, command, storage, gpus)

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reprohunt.result import load as load_result
+
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:90%}
@@ -101,7 +103,7 @@ def render(results: Path) -> str:
     hunt_dir = results / "hunt"
     trials = json.loads((hunt_dir / "trials.json").read_text())
     best = json.loads((hunt_dir / "best.json").read_text())
-    metrics = json.loads((results / "final" / "metrics.json").read_text())
+    result = load_result(results / "final" / "metrics.json")
     provenance = json.loads((results / "provenance.json").read_text())
     space = provenance["orion"]["space"]
     names = sorted(space)
@@ -116,11 +118,12 @@ def render(results: Path) -> str:
         for t in trials
     ]
     best_index = next((i for i, t in enumerate(trials) if t["id"] == best["trial_id"]), None)
+    metric_names = sorted({name for values in result.metrics.values() for name in values})
     metric_rows = [
-        [split, *(values.get(key) for key in ("error", "loss"))]
-        for split, values in metrics.items()
-        if isinstance(values, dict) and split in ("valid", "test")
+        [split, *(values.get(name) for name in metric_names)]
+        for split, values in result.metrics.items()
     ]
+    objective = ".".join(result.objective)
     git, hardware = provenance["git"], provenance["hardware"]
     envs = provenance["environments"]
     facts = [
@@ -139,11 +142,10 @@ def render(results: Path) -> str:
             f"{', '.join(hardware['gpus']) or 'none'}",
         ],
         [
-            "data",
-            f"{provenance['data'].get('source')} corpus sha256 "
-            f"{provenance['data'].get('corpus_sha256')}",
+            "recipe",
+            f"{provenance['recipe']['dir']} code sha256 {provenance['recipe']['code_sha256']}",
         ],
-        ["features sha256", provenance["data"].get("features_sha256")],
+        ["data (sha256 of hashes.json)", provenance["data_hashes_sha256"]],
         ["seeds", json.dumps(provenance["seeds"])],
         ["Orion storage", json.dumps(provenance["orion"]["storage"])],
     ]
@@ -165,7 +167,8 @@ def render(results: Path) -> str:
         )
     }
 <h2>Final model (retrained with the best params)</h2>
-{table(["split", "error", "loss"], metric_rows)}
+<p>Objective: <code>{html.escape(objective)}</code>, {result.objective_value}.</p>
+{table(["split", *metric_names], metric_rows)}
 <h2>Search</h2>
 {image(results / "plots" / "regret.png", "best objective so far")}
 {image(results / "plots" / "params.png", "objective against each hyperparameter")}

@@ -29,8 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpopt.pipeline.orion_storage import CREDENTIAL_VARIABLES
-from hpopt.pipeline.process import die_with_parent
+from hpopt.process import die_with_parent
+from reprohunt.orion_storage import CREDENTIAL_VARIABLES
 
 TIMEOUT_EXIT_CODE = 124
 # torchrun's agent gives its workers 30 s to exit after a SIGTERM; a plain trial needs far less.

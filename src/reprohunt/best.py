@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpopt.pipeline.orion_storage import storage_config, storage_env
+from reprohunt.orion_storage import storage_config, storage_env
 
 SELECTION_RULE = "minimum validation objective among completed trials (Orion minimises)"
 
@@ -87,6 +87,7 @@ def orion_info_text(name: str, version: int, env: dict[str, str], train_bin: Pat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hunt", type=Path, required=True, help="hunt.json of the hunt step")
+    parser.add_argument("--spec", type=Path, required=True, help="spec.json of the hunt")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from orion.client import get_experiment
 
     hunt = json.loads(args.hunt.read_text())
-    spec = json.loads((args.hunt.parent / "spec.json").read_text())
+    spec = json.loads(args.spec.read_text())
     storage = storage_config(spec["storage"], args.hunt.parent)
     experiment = get_experiment(hunt["name"], version=hunt["version"], storage=storage)
     trials = experiment.fetch_trials(with_evc_tree=False)

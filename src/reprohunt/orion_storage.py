@@ -4,7 +4,7 @@ Why: the same storage must reach `orion hunt` (a subprocess) and Orion's Python 
 process), and database credentials must never be written to results/ or provenance, so they
 only ever travel in environment variables: ORION_DB_USER / ORION_DB_PASSWORD, set by the user,
 become part of the MongoDB address inside `ORION_DB_ADDRESS` for Orion, and `CREDENTIAL_VARIABLES`
-lists every variable a trial must not inherit (see hpopt.pipeline.trial).
+lists every variable a trial must not inherit (see reprohunt.trial).
 """
 
 from __future__ import annotations

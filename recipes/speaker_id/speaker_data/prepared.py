@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpopt.data.errors import DataError
+from speaker_data.errors import DataError
 
 # Bumped when the layout of a prepared folder changes; readers refuse other versions.
 FORMAT_VERSION = 1
@@ -83,12 +83,12 @@ def open_prepared(folder: Path, n_mels: int, data_root: Path | None = None) -> P
     if not folder.is_dir():
         raise DataError(
             f"data_folder {folder} does not exist; create it with "
-            "python -m hpopt.data.prepare --out " + str(folder)
+            "python recipes/speaker_id/speaker_id_prepare.py --out " + str(folder)
         )
     if not summary_path.is_file():
         raise DataError(
             f"{summary_path} is missing: {folder} is not a complete prepared folder; "
-            f"(re)create it with python -m hpopt.data.prepare --out {folder}"
+            f"(re)create it with python recipes/speaker_id/speaker_id_prepare.py --out {folder}"
         )
     summary = _read_json(summary_path)
     if summary.get("format_version") != FORMAT_VERSION:

@@ -1,0 +1,70 @@
+"""File helpers shared by recipes and the pipeline: atomic writes and SHA-256 digests (stdlib only).
+
+Atomic writes: Orion parses ``$ORION_RESULTS_PATH`` once the trial process ends, and the
+workflow reads result and record files that concurrent processes write; a process killed half-way
+through a plain ``open(..., "w")`` would leave truncated JSON. A temp file in the same folder plus
+``os.replace`` is atomic on POSIX filesystems, and the temp file is removed on any failure.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temp path beside ``path`` to write to; it replaces ``path`` when the block succeeds.
+
+    On any failure (or a full disk) the temp file is removed, so no partial file is left behind.
+    """
+    target = Path(path)
+    handle, temp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
+    os.close(handle)
+    try:
+        yield Path(temp_name)
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old file or the whole new one."""
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def write_json_atomically(
+    path: str | os.PathLike[str], payload: Any, indent: int | None = None
+) -> None:
+    """Serialise ``payload`` as strict JSON (no NaN/inf) and atomically replace ``path``."""
+    text = json.dumps(payload, allow_nan=False, indent=indent)
+    write_text_atomically(path, text + "\n" if indent is not None else text)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (streamed: archives of hundreds of MB do not fill memory)."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex SHA-256 of a string's UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def digest_of(hashes: Mapping[str, str]) -> str:
+    """One SHA-256 standing for a set of files: hashed over sorted ``relpath  sha256`` lines.
+
+    Paths are part of the digest so that renaming or moving a file changes it too.
+    """
+    return sha256_text("".join(f"{relpath}  {hashes[relpath]}\n" for relpath in sorted(hashes)))

@@ -1,0 +1,168 @@
+"""The recipe contract: what the workflow needs from a recipe folder, and how it calls it.
+
+A recipe is a folder (SpeechBrain's layout) holding a training script, its ``train.yaml`` (the
+full-budget run), an ``hpopt.yaml`` (the per-trial overrides) and its own data-preparation
+script. The workflow describes it once, as the ``recipe`` dict of ``hunt/spec.json`` built by
+:func:`describe`, and every step that runs the recipe (each trial of the hunt, the retraining,
+the audit) builds its command from that description with :func:`command`, so the three can never
+call it differently. The whole contract is documented in README.md, "Bring your own recipe".
+
+Stdlib only: the Snakefile imports this module in the workflow env (to check a recipe and hash
+its code before any job), the pipeline steps in the train env.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hpopt.files import digest_of, sha256_file
+
+# Keys every recipe's train.yaml must have at the top level: the workflow overrides them.
+REQUIRED_KEYS = ("data_folder", "output_folder", "seed")
+# hpopt adds `--trial_id` in a trial (as SpeechBrain's hpopt does): train.yaml or hpopt.yaml
+# must declare it, or HyperPyYAML refuses the override.
+TRIAL_ID_KEY = "trial_id"
+# Files of a recipe folder that are not its code: results of by-hand runs, caches, editor files.
+IGNORED_PARTS = {"results", "__pycache__", ".ipynb_checkpoints"}
+
+
+class RecipeContractError(Exception):
+    """The recipe folder or the config's recipe section breaks the contract; says what to fix."""
+
+
+def top_level_keys(yaml_file: Path) -> set[str]:
+    """The top-level keys of a (Hyper)YAML file, read as text (no YAML library in either env
+    agrees on HyperPyYAML's tags, and the workflow env must not execute recipe YAML)."""
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", yaml_file.read_text(), re.M))
+
+
+def code_files(folder: Path) -> list[Path]:
+    """Every file of the recipe's code, symlinks followed (shared `*_prepare.py` files are
+    symlinks in SpeechBrain's recipes), in a stable order."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and not path.name.startswith(".")
+        and path.suffix != ".pyc"
+        and not IGNORED_PARTS & set(path.relative_to(folder).parts)
+    )
+
+
+def code_hashes(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of the recipe's code files."""
+    return {path.relative_to(folder).as_posix(): sha256_file(path) for path in code_files(folder)}
+
+
+def describe(
+    config: Mapping[str, Any], data: Mapping[str, Any], config_file: str
+) -> dict[str, Any]:
+    """The recipe as the workflow runs it, checked against the contract (before any job).
+
+    ``args`` holds the fixed overrides every run gets: the config's ``recipe.args`` plus every
+    ``data`` option that is also a top-level key of train.yaml (e.g. ``n_mels``, which both the
+    data preparation and the model read), so a data setting can never reach only one of them.
+    """
+    folder = Path(config["dir"])
+    where = f"{config_file}: recipe"
+    if not folder.is_dir():
+        raise RecipeContractError(f"{where}.dir: {folder} is not a folder")
+    paths = {key: folder / config[key] for key in ("script", "train_yaml", "hpopt_yaml", "prepare")}
+    for key, path in paths.items():
+        if not path.is_file():
+            raise RecipeContractError(
+                f"{where}.{key}: {path} does not exist (recipe.dir is {str(folder)!r})"
+            )
+    train_keys = top_level_keys(paths["train_yaml"])
+    missing = [key for key in REQUIRED_KEYS if key not in train_keys]
+    if missing:
+        raise RecipeContractError(
+            f"{paths['train_yaml']} lacks the top-level key(s) {', '.join(missing)}: the workflow "
+            "passes --data_folder, --output_folder and --seed to every run; declare them "
+            "(e.g. `data_folder: null`)"
+        )
+    if TRIAL_ID_KEY not in train_keys | top_level_keys(paths["hpopt_yaml"]):
+        raise RecipeContractError(
+            f"neither {paths['train_yaml']} nor {paths['hpopt_yaml']} declares `{TRIAL_ID_KEY}`: "
+            "hpopt passes --trial_id to every trial; add `trial_id: null` to train.yaml"
+        )
+    fixed = dict(config.get("args") or {})
+    unknown = [key for key in fixed if key not in train_keys]
+    if unknown:
+        raise RecipeContractError(
+            f"{where}.args: {', '.join(unknown)} not top-level key(s) of {paths['train_yaml']}"
+        )
+    for key, value in data.items():
+        if key in train_keys and not isinstance(value, dict):
+            if key in fixed and fixed[key] != value:
+                raise RecipeContractError(
+                    f"{config_file}: data.{key} is {value!r} but recipe.args.{key} is "
+                    f"{fixed[key]!r}; the data and the recipe must agree (set it in data only)"
+                )
+            fixed[key] = value
+    hashes = code_hashes(folder)
+    return {
+        "dir": str(folder),
+        "script": config["script"],
+        "train_yaml": config["train_yaml"],
+        "hpopt_yaml": config["hpopt_yaml"],
+        "prepare": config["prepare"],
+        "result": config["result"],
+        "args": dict(sorted(fixed.items())),
+        "device": config["device"],
+        "seed": config["seed"],
+        "code": hashes,
+        "code_sha256": digest_of(hashes),
+    }
+
+
+def check_space(space: Iterable[str], recipe: Mapping[str, Any], config_file: str) -> None:
+    """Every searched key is a top-level key of train.yaml and not a fixed argument."""
+    train_yaml = Path(recipe["dir"]) / recipe["train_yaml"]
+    keys = top_level_keys(train_yaml)
+    problems = [
+        f"hunt.space.{key}: '{key}' is not a top-level key of {train_yaml}; only top-level keys "
+        "can be searched (lift nested values to the top level and !ref them)"
+        for key in space
+        if key not in keys
+    ]
+    problems += [
+        f"hunt.space.{key}: '{key}' is also fixed by recipe.args or data.{key}; search it or fix "
+        "it, not both"
+        for key in space
+        if key in recipe["args"]
+    ]
+    if problems:
+        raise RecipeContractError(
+            f"invalid search space in {config_file}:\n  " + "\n  ".join(problems)
+        )
+
+
+def overrides(values: Mapping[str, Any]) -> list[str]:
+    """``{"lr": 0.01}`` as ``["--lr", "0.01"]``, in key order, for the recipe's command line."""
+    return [item for key, value in sorted(values.items()) for item in (f"--{key}", str(value))]
+
+
+def command(
+    recipe: Mapping[str, Any],
+    *,
+    data_folder: str,
+    output_folder: str,
+    trial: bool = False,
+    params: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The recipe's argv after the interpreter: ``script train.yaml [--hpopt …] --key value…``.
+
+    ``trial``: an Orion trial (``--hpopt hpopt.yaml --hpopt_mode orion``); ``params``: the
+    searched values (a retraining's best params; a trial gets them from Orion instead).
+    """
+    folder = Path(recipe["dir"])
+    argv = [str(folder / recipe["script"]), str(folder / recipe["train_yaml"])]
+    if trial:
+        argv += ["--hpopt", str(folder / recipe["hpopt_yaml"]), "--hpopt_mode", "orion"]
+    argv += ["--data_folder", data_folder, "--output_folder", output_folder]
+    argv += ["--device", recipe["device"], "--seed", str(recipe["seed"])]
+    return argv + overrides(recipe["args"]) + overrides(params or {})

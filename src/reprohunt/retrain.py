@@ -1,0 +1,81 @@
+"""The retrain step: the recipe at full budget (train.yaml) with the best params, then its result.
+
+The recipe trains into `final/runs/<key>/`, the key a hash of everything the run depends on
+(params, seed, recipe code and arguments, data), so a new best trial or an edited recipe never
+resumes from another run's checkpoints, while a killed run of the same training resumes from its
+own. Its result file is checked against the result contract (reprohunt.result) and copied to the
+rule's output; a result of another shape stops the rule, naming the file and the missing key.
+The audit reruns the same command through :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from hpopt.files import sha256_text, write_json_atomically
+from reprohunt import recipe as recipes
+from reprohunt.dataverify import data_identity
+from reprohunt.result import Result, ResultError, load
+
+
+def run_key(recipe: dict[str, Any], params: dict[str, Any], data: str) -> str:
+    """Hash of what a training run depends on (its folder's name)."""
+    identity = {
+        "params": params,
+        "seed": recipe["seed"],
+        "device": recipe["device"],
+        "args": recipe["args"],
+        "code_sha256": recipe["code_sha256"],
+        "data": data,
+    }
+    return sha256_text(json.dumps(identity, sort_keys=True, default=str))[:16]
+
+
+def run(
+    recipe: dict[str, Any],
+    params: dict[str, Any],
+    data_folder: Path,
+    out: Path,
+    log: TextIO,
+) -> Result:
+    """Train `recipe` with `params` into `out`, then load and check its result file."""
+    command = [sys.executable] + recipes.command(
+        recipe, data_folder=str(data_folder), output_folder=str(out), params=params
+    )
+    log.write(f"command: {' '.join(command)}\n")
+    log.flush()
+    code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise ResultError(f"the recipe exited with {code}: {' '.join(command)}")
+    return load(out / recipe["result"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, required=True, help="hunt/spec.json")
+    parser.add_argument("--best", type=Path, required=True, help="hunt/best.json")
+    parser.add_argument("--data", type=Path, required=True, help="the data's prepared.json")
+    parser.add_argument("--out", type=Path, required=True, help="final/metrics.json")
+    args = parser.parse_args(argv)
+    spec = json.loads(args.spec.read_text())
+    params = json.loads(args.best.read_text())["params"]
+    recipe = spec["recipe"]
+    folder = args.out.parent / "runs" / run_key(recipe, params, data_identity(args.data.parent))
+    print(f"training into {folder}", flush=True)
+    try:
+        result = run(recipe, params, args.data.parent, folder, sys.stdout)
+    except ResultError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    write_json_atomically(args.out, result.document | {"run_folder": str(folder)}, indent=2)
+    print(f"result: {result.compared_values()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
