@@ -38,12 +38,16 @@ Deliberate differences from SpeechBrain:
   the overrides in every path, so the recipe YAML need not declare them; ``trial_id`` is passed
   in hpopt mode even without an hpopt file; ``run_opts`` is a dict;
 * outside hpopt mode nothing is printed or reported at exit (SpeechBrain prints JSON);
-* reporters take a keyword-only ``mode="max"`` that reports ``-value`` (Orion only minimises);
+* reporters take a keyword-only ``mode="max"`` that reports ``-value`` (Orion only minimises),
+  so ``get_reporter``'s own ``mode`` (the ``--hpopt_mode`` name) is positional-only;
 * the Orion reporter writes ``$ORION_RESULTS_PATH`` itself, never importing ``orion.client``
   (``MODULE_ORION`` is kept only as a name), and is available when that variable is set;
 * only rank 0 of a torchrun/DDP trial reports, and all ranks share one trial id; the generic
   trial id is SpeechBrain's timestamp only for an explicit ``reference_date``;
 * the generic JSON ends with a newline; blocks cannot be nested.
+
+How the command line is parsed (and where that differs from ``speechbrain.parse_arguments``):
+:mod:`hpopt.arguments`; GPUs for concurrent trials: :mod:`hpopt.gpu_lease`.
 
 This package imports only the standard library at import time (a stdlib-only launcher client
 imports it); HyperPyYAML and torch are imported inside ``parse_arguments`` when needed. The
