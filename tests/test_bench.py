@@ -103,10 +103,21 @@ print(sorted(hpopt.__all__))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.replace("'", '"')) == [
+        "DEFAULT_REPORTER",
         "DEFAULT_TRIAL_ID",
+        "FORMAT_TIMESTAMP",
+        "GenericHyperparameterOptimizationReporter",
         "GenericReporter",
+        "HPOPT_KEYS",
         "HpoptError",
         "HyperparameterOptimizationContext",
+        "HyperparameterOptimizationReporter",
+        "KEY_HPOPT",
+        "KEY_HPOPT_MODE",
+        "KEY_TRIAL_ID",
+        "MODULE_ORION",
+        "ORION_TRIAL_ID_ENV",
+        "OrionHyperparameterOptimizationReporter",
         "OrionReporter",
         "Reporter",
         "get_rank",

@@ -197,7 +197,7 @@ def test_hpopt_file_is_merged_under_the_command_line_with_the_orion_trial_id(
         ["train.yaml", "--hpopt", str(hpopt_file), "--hpopt_mode", "orion", "--emb_dim", "128"]
         + ["--device", "cpu"]
     )
-    assert ctx.enabled and isinstance(ctx.reporter, hp.OrionReporter)
+    assert ctx.enabled and isinstance(ctx.reporter, hp.OrionHyperparameterOptimizationReporter)
     assert overrides["emb_dim"] == 128  # command line wins over the file
     assert overrides["number_of_epochs"] == 1 and overrides["ckpt_enable"] is False
     assert overrides["output_folder"] == "./results/speaker_id/speaker-id-1-0123abcd"
@@ -271,7 +271,7 @@ def test_unknown_mode_is_an_error_listing_the_modes():
 
 def test_orion_mode_outside_orion_falls_back_to_generic_with_a_warning(caplog):
     ctx, *_ = parse(["train.yaml", "--hpopt", "True", "--hpopt_mode", "orion", "--device", "cpu"])
-    assert isinstance(ctx.reporter, hp.GenericReporter)
+    assert isinstance(ctx.reporter, hp.GenericHyperparameterOptimizationReporter)
     assert "ORION_RESULTS_PATH is unset" in caplog.text
 
 
@@ -338,10 +338,8 @@ def test_main_rank_of_a_distributed_trial_reports(monkeypatch, orion_trial):
 # --- reporting --------------------------------------------------------------------------------
 
 
-def run_block(argv, results, objective_key="error", mode="min", output=None):
-    with hp.hyperparameter_optimization(
-        objective_key=objective_key, mode=mode, output=output
-    ) as ctx:
+def run_block(argv, results, **reporter_kwargs):
+    with hp.hyperparameter_optimization(**{"objective_key": "error", **reporter_kwargs}) as ctx:
         ctx.parse_arguments(["train.yaml", *argv, "--device", "cpu"])
         for result in results:
             hp.report_result(result)
@@ -466,9 +464,10 @@ def test_blocks_cannot_be_nested():
         pass
 
 
-def test_bad_mode_is_refused():
-    with pytest.raises(hp.HpoptError, match="'min' or 'max'"):
-        hp.hyperparameter_optimization(mode="maximize")
+def test_bad_mode_is_refused_when_the_reporter_is_built():
+    ctx = hp.hyperparameter_optimization(objective_key="error", mode="maximize")
+    with pytest.raises(hp.HpoptError, match="'min' or 'max', got 'maximize'"):
+        ctx.parse_arguments(["train.yaml", "--hpopt", "True", "--device", "cpu"])
 
 
 def test_atomic_write_leaves_the_target_untouched_on_failure(tmp_path):

@@ -1,22 +1,14 @@
 """The ``with hp.hyperparameter_optimization(...) as hp_ctx:`` block a recipe runs in.
 
-Same names and flow as ``speechbrain.utils.hpopt`` (parse the command line inside the block,
-``hp.report_result`` as often as you like, the LAST result is sent once at a clean exit), with
-SpeechBrain's silent failures turned into errors:
-
-* leaving the block in hpopt mode without a result, or with the objective key missing, NaN or
-  not a number, raises :class:`~hpopt.errors.HpoptError` — the process exits non-zero and Orion
-  marks the trial ``broken`` instead of recording a fake 0.0;
-* ``hpopt``/``hpopt_mode`` (and ``trial_id`` with ``pass_trial_id=False``) are removed from the
-  overrides in every path, so a recipe YAML does not have to declare them;
-* ``--hpopt PATH`` that does not exist is an error naming the path (SpeechBrain ignores it);
-* only rank 0 of a torchrun/DDP trial reports, logs and prints; all ranks share one trial id;
-* outside hpopt mode nothing is printed or reported at exit (SpeechBrain always prints JSON).
+Same names and flow as ``speechbrain.utils.hpopt``: the arguments of
+``hyperparameter_optimization`` are kept for the reporter, which is built only in hpopt mode;
+the command line is parsed inside the block; ``hp.report_result`` may be called as often as
+you like and the LAST result is sent once, at a clean exit. Where SpeechBrain fails silently
+this raises :class:`~hpopt.errors.HpoptError`, so the process exits non-zero and Orion marks the
+trial ``broken``; the list of differences is in the :mod:`hpopt` package docstring.
 
 hpopt mode is on when ``--hpopt`` is truthy (an hpopt YAML path, or ``True``), or when only
-``--hpopt_mode`` is given. ``--hpopt_mode orion`` outside ``orion hunt`` (``ORION_RESULTS_PATH``
-unset) falls back to the generic reporter with a warning, as SpeechBrain does, so the same
-command can be tried by hand.
+``--hpopt_mode`` is given.
 """
 
 import logging
@@ -24,18 +16,25 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TextIO
+from typing import Any
 
 from hpopt.arguments import parse_command_line, resolve_device
 from hpopt.distributed import is_main_process
 from hpopt.errors import HpoptError
-from hpopt.reporters import Reporter, get_reporter, require_objective_key
-from hpopt.trial_id import generic_trial_id
+from hpopt.reporters import (
+    DEFAULT_REPORTER,
+    HyperparameterOptimizationReporter,
+    get_reporter,
+    objective_value,
+    require_objective_key,
+)
+from hpopt.trial_id import DEFAULT_TRIAL_ID, generic_trial_id
 
 logger = logging.getLogger("hpopt")
 
-DEFAULT_TRIAL_ID = "hpopt"
 KEY_HPOPT, KEY_HPOPT_MODE, KEY_TRIAL_ID = "hpopt", "hpopt_mode", "trial_id"
+# The switches, removed from the overrides so the recipe YAML need not declare them.
+HPOPT_KEYS = [KEY_HPOPT, KEY_HPOPT_MODE]
 
 _active: "HyperparameterOptimizationContext | None" = None
 
@@ -66,21 +65,22 @@ def _load_hpopt_file(path: Path, trial_id: str) -> dict[str, Any]:
 
 
 class HyperparameterOptimizationContext:
-    """State of one recipe run: whether hpopt is on, its reporter, and the last result."""
+    """State of one recipe run: whether hpopt is on, its reporter, and the last result.
+
+    ``reporter_args`` and ``reporter_kwargs`` are what the reporter is built with in hpopt mode.
+    ``result`` starts as ``None``, not SpeechBrain's ``{"objective": 0.0}``, so that a trial
+    that never reports fails instead of sending 0.0.
+    """
 
     def __init__(
         self,
-        objective_key: str = "objective",
-        mode: Literal["min", "max"] = "min",
-        output: TextIO | None = None,
+        reporter_args: Sequence[Any] | None = None,
+        reporter_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if mode not in ("min", "max"):
-            raise HpoptError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.objective_key = objective_key
-        self.maximize = mode == "max"
-        self.output = output
+        self.reporter_args = reporter_args or []
+        self.reporter_kwargs = reporter_kwargs or {}
         self.enabled = False
-        self.reporter: Reporter | None = None
+        self.reporter: HyperparameterOptimizationReporter | None = None
         self.result: dict[str, Any] | None = None
 
     @property
@@ -96,10 +96,12 @@ class HyperparameterOptimizationContext:
     ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """Return ``(hparams_file, run_opts, overrides)`` for ``load_hyperpyyaml(fin, overrides)``.
 
-        See :mod:`hpopt.arguments` for the run options. With ``--hpopt FILE`` the file's keys
-        are merged under the command-line overrides (the command line wins). ``trial_id`` is put
-        into the overrides in hpopt mode unless ``pass_trial_id=False``; keys listed in
-        ``pass_hpopt_args`` are kept. Finally the GPU lease is taken (see
+        See :mod:`hpopt.arguments` for the run options. In hpopt mode the reporter for
+        ``--hpopt_mode`` (default ``generic``) is built, and with ``--hpopt FILE`` the file's keys
+        are merged under the command-line overrides (the command line wins), with ``trial_id``
+        defined for ``!ref <trial_id>``. ``trial_id`` is put into the overrides in hpopt mode
+        unless ``pass_trial_id=False``; ``hpopt`` and ``hpopt_mode`` are always removed unless
+        listed in ``pass_hpopt_args``. Finally the GPU lease is taken (see
         :mod:`hpopt.gpu_lease`) and ``run_opts['device']`` resolved.
         """
         hparams_file, run_opts, overrides = parse_command_line(arg_list)
@@ -113,10 +115,9 @@ class HyperparameterOptimizationContext:
                     "or --hpopt True for hpopt mode without one)"
                 )
             self.reporter = get_reporter(
-                overrides.get(KEY_HPOPT_MODE) or "generic",
-                objective_key=self.objective_key,
-                maximize=self.maximize,
-                output=self.output,
+                overrides.get(KEY_HPOPT_MODE) or DEFAULT_REPORTER,
+                *self.reporter_args,
+                **self.reporter_kwargs,
             )
             if hpopt_file is not None:
                 overrides = {**_load_hpopt_file(hpopt_file, self.trial_id), **overrides}
@@ -128,8 +129,7 @@ class HyperparameterOptimizationContext:
                 "and Orion will mark this trial broken"
             )
         kept = set(pass_hpopt_args or ())
-        removed = [KEY_HPOPT, KEY_HPOPT_MODE] + ([] if pass_trial_id else [KEY_TRIAL_ID])
-        for key in removed:
+        for key in HPOPT_KEYS + ([] if pass_trial_id else [KEY_TRIAL_ID]):
             if key not in kept:
                 overrides.pop(key, None)
 
@@ -137,13 +137,12 @@ class HyperparameterOptimizationContext:
 
         lease_from_environment()
         resolve_device(run_opts)
-        if self.enabled and is_main_process():
+        if self.reporter is not None and is_main_process():
             logger.info(
-                "hpopt: %s reporter, trial_id %s, objective %r (%s)",
+                "hpopt: %s, trial_id %s, objective %r",
                 type(self.reporter).__name__,
                 self.trial_id,
-                self.objective_key,
-                "maximised" if self.maximize else "minimised",
+                self.reporter.objective_key,
             )
         return hparams_file, run_opts, overrides
 
@@ -151,8 +150,8 @@ class HyperparameterOptimizationContext:
         """Keep a copy of ``result`` as the one to send; a missing objective key fails now."""
         if not isinstance(result, Mapping):
             raise HpoptError(f"hp.report_result expects a dict of metrics, got {result!r}")
-        if self.enabled:
-            require_objective_key(result, self.objective_key)
+        if self.reporter is not None:
+            require_objective_key(result, self.reporter.objective_key)
         self.result = dict(result)
 
     def __enter__(self) -> "HyperparameterOptimizationContext":
@@ -170,32 +169,35 @@ class HyperparameterOptimizationContext:
     ) -> None:
         global _active
         try:
-            if exc_type is None and self.enabled and is_main_process():
-                self._send()
+            if exc_type is None and self.reporter is not None and is_main_process():
+                self._send(self.reporter)
         finally:
             _active = None
 
-    def _send(self) -> None:
+    def _send(self, reporter: HyperparameterOptimizationReporter) -> None:
         if self.result is None:
             raise HpoptError(
                 "the hpopt block ended without hp.report_result(...): there is no "
-                f"{self.objective_key!r} to report, so this trial fails (Orion: broken) "
+                f"{reporter.objective_key!r} to report, so this trial fails (Orion: broken) "
                 "instead of reporting a made-up objective"
             )
-        assert self.reporter is not None  # set together with enabled
-        self.reporter.report_objective(self.result)
+        objective_value(self.result, reporter.objective_key)  # checked for custom reporters too
+        if reporter.report_objective(self.result) is NotImplemented:
+            raise HpoptError(
+                f"{type(reporter).__name__}.report_objective is not implemented, so nothing "
+                "was reported and this trial fails"
+            )
 
 
-def hyperparameter_optimization(
-    objective_key: str = "objective",
-    mode: Literal["min", "max"] = "min",
-    output: TextIO | None = None,
-) -> HyperparameterOptimizationContext:
-    """Open an hpopt block; ``mode="max"`` reports ``-value`` because Orion only minimises.
+def hyperparameter_optimization(*args: Any, **kwargs: Any) -> HyperparameterOptimizationContext:
+    """Open an hpopt block; every argument is kept for the reporter built in hpopt mode.
 
-    ``output`` is where the generic reporter writes its JSON line (default: stdout).
+    Typically ``objective_key="error"``; ``mode="max"`` makes the reporter send ``-value``
+    because Orion only minimises; ``output=`` is where the generic reporter writes (default
+    stdout). As in SpeechBrain, positional arguments fill the generic reporter's
+    ``reference_date`` and ``output`` first, so pass ``objective_key`` by keyword.
     """
-    return HyperparameterOptimizationContext(objective_key, mode, output)
+    return HyperparameterOptimizationContext(args, kwargs)
 
 
 def report_result(result: Mapping[str, Any]) -> None:

@@ -1,9 +1,17 @@
-"""How a trial's final result leaves the process: Orion's result file or one JSON line.
+"""Reporters: how a trial's final result leaves the process (Orion's result file, or a JSON line).
 
-Mode names and the ``hpopt_mode`` registry are SpeechBrain's, so a custom reporter written for
-``speechbrain.utils.hpopt`` keeps working once it subclasses :class:`Reporter`. Unlike
-SpeechBrain, every reporter refuses a result Orion must not see (missing key, non-number,
-NaN/inf) instead of crashing late with a bare ``KeyError`` or sending a fake objective.
+The classes, their constructor arguments and the ``hpopt_mode`` registry are SpeechBrain's
+(``speechbrain.utils.hpopt``), so a reporter written for SpeechBrain keeps working: subclass
+:class:`HyperparameterOptimizationReporter`, register it with ``@hp.hpopt_mode("name")`` and
+run the recipe with ``--hpopt_mode name``. Where the built-in reporters differ, and why:
+
+* they refuse a result Orion must not see (missing key, non-number, NaN/inf) with
+  :class:`~hpopt.errors.HpoptError` instead of a bare ``KeyError`` or a fake objective;
+* every reporter takes a keyword-only ``mode="min"`` or ``"max"``; ``"max"`` reports ``-value``
+  because Orion only minimises;
+* the Orion reporter writes ``$ORION_RESULTS_PATH`` itself instead of importing ``orion.client``;
+* an unknown ``--hpopt_mode`` is an error listing the modes (SpeechBrain warns and reports
+  generically, so under ``orion hunt`` every trial ends broken with no hint why).
 """
 
 import json
@@ -12,31 +20,32 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from datetime import datetime
+from typing import Any, Literal, TextIO, TypeVar
 
 from hpopt.distributed import is_main_process
 from hpopt.errors import HpoptError
 from hpopt.files import write_json_atomically
-from hpopt.trial_id import generic_trial_id, orion_trial_id
+from hpopt.trial_id import DEFAULT_TRIAL_ID, FORMAT_TIMESTAMP, generic_trial_id, orion_trial_id
 
 logger = logging.getLogger("hpopt")
 
-_REPORTERS: dict[str, type["Reporter"]] = {}
+DEFAULT_REPORTER = "generic"
+# What SpeechBrain's Orion reporter imports; this package never imports it (see below).
+MODULE_ORION = "orion.client"
+
+_hpopt_modes: dict[str, type["HyperparameterOptimizationReporter"]] = {}
+ReporterClass = TypeVar("ReporterClass", bound="type[HyperparameterOptimizationReporter]")
 
 
-def hpopt_mode(name: str) -> Callable[[type["Reporter"]], type["Reporter"]]:
-    """Class decorator registering a reporter under ``--hpopt_mode NAME`` (later wins)."""
+def hpopt_mode(mode: str) -> Callable[[ReporterClass], ReporterClass]:
+    """Class decorator registering a reporter for ``--hpopt_mode MODE`` (a later one replaces)."""
 
-    def register(reporter_class: type["Reporter"]) -> type["Reporter"]:
-        _REPORTERS[name] = reporter_class
+    def register(reporter_class: ReporterClass) -> ReporterClass:
+        _hpopt_modes[mode] = reporter_class
         return reporter_class
 
     return register
-
-
-def known_modes() -> list[str]:
-    """The values ``--hpopt_mode`` accepts."""
-    return sorted(_REPORTERS)
 
 
 def require_objective_key(result: Mapping[str, Any], objective_key: str) -> None:
@@ -88,24 +97,35 @@ def plain_values(result: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-class Reporter:
-    """Sends one final result; subclasses choose the channel and the trial id."""
+class HyperparameterOptimizationReporter:
+    """Base of the reporters: one final result, sent through a channel the subclass chooses.
 
-    def __init__(
-        self, objective_key: str = "objective", maximize: bool = False, output: TextIO | None = None
-    ) -> None:
+    As in SpeechBrain, ``report_objective`` here returns ``NotImplemented``; the context treats
+    that as "nothing was reported" and fails the trial.
+    """
+
+    def __init__(self, objective_key: str, *, mode: Literal["min", "max"] = "min") -> None:
+        if mode not in ("min", "max"):
+            raise HpoptError(f"mode must be 'min' or 'max', got {mode!r}")
         self.objective_key = objective_key
-        self.maximize = maximize
-        self.output = output
+        self.mode = mode
+
+    @property
+    def is_available(self) -> bool:
+        """Whether this reporter can report here; if not, ``get_reporter`` uses generic instead."""
+        return True
 
     @property
     def trial_id(self) -> str:
-        raise NotImplementedError
+        return DEFAULT_TRIAL_ID
+
+    def report_objective(self, result: Mapping[str, Any]) -> object:
+        return NotImplemented
 
     def minimised_objective(self, result: Mapping[str, Any]) -> float:
         """The number an optimiser that only minimises must see (negated when maximising)."""
         value = objective_value(result, self.objective_key)
-        if not self.maximize:
+        if self.mode == "min":
             return value
         logger.info(
             "hpopt: maximising %r: reporting objective = -%s = %s (Orion only minimises)",
@@ -115,41 +135,64 @@ class Reporter:
         )
         return -value
 
-    def report_objective(self, result: Mapping[str, Any]) -> None:
-        raise NotImplementedError
-
 
 @hpopt_mode("generic")
-class GenericReporter(Reporter):
-    """One JSON line ``{<reported items>, "objective": v}`` on stdout, for any other tool."""
+class GenericHyperparameterOptimizationReporter(HyperparameterOptimizationReporter):
+    """One JSON line ``{<reported items>, "objective": v}`` on ``output`` (default stdout).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    The first two positional arguments are ``reference_date`` and ``output``, as in SpeechBrain,
+    so pass ``objective_key`` by keyword. Unlike SpeechBrain's, the line ends with a newline and
+    is flushed (a reader of the trial's stdout gets it whole), numpy/torch scalars are written as
+    numbers instead of failing ``json.dump``, and a NaN/inf statistic is written as ``null``.
+    """
+
+    def __init__(
+        self,
+        reference_date: datetime | None = None,
+        output: TextIO | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._trial_id = generic_trial_id()
+        self.reference_date = reference_date
+        self.output = output or sys.stdout
 
     @property
     def trial_id(self) -> str:
-        return self._trial_id
+        """``reference_date`` as SpeechBrain's 20-digit timestamp; without one, an id that every
+        rank and child process of this trial shares (see :func:`hpopt.trial_id.generic_trial_id`).
+        """
+        if self.reference_date is not None:
+            return self.reference_date.strftime(FORMAT_TIMESTAMP)
+        return generic_trial_id()
 
     def report_objective(self, result: Mapping[str, Any]) -> None:
         payload = {**plain_values(result), "objective": self.minimised_objective(result)}
-        stream = self.output or sys.stdout
-        stream.write(json.dumps(payload, allow_nan=False) + "\n")
-        stream.flush()
+        self.output.write(json.dumps(payload, allow_nan=False) + "\n")
+        self.output.flush()
 
 
 @hpopt_mode("orion")
-class OrionReporter(Reporter):
-    """Writes Orion's result file itself: importing ``orion.client`` costs ~11 s per trial."""
+class OrionHyperparameterOptimizationReporter(HyperparameterOptimizationReporter):
+    """Writes Orion's result file itself: a no-op trial that reports takes 0.11 s this way and
+    1.67 s importing ``orion.client`` (bench/bench_report_cost.py).
+
+    Takes SpeechBrain's arguments: ``objective_key`` only, so ``output=`` is a ``TypeError``.
+    Besides the objective, every numeric item is written as a ``statistic`` for ``orion info``.
+    """
+
+    @property
+    def is_available(self) -> bool:
+        """Only ``orion hunt`` sets ``ORION_RESULTS_PATH``; without it there is nowhere to write.
+
+        (SpeechBrain: ``orion.client`` imports and one of the ``ORION_TRIAL_ID_ENV`` is set.)
+        """
+        return bool(os.environ.get("ORION_RESULTS_PATH"))
 
     @property
     def trial_id(self) -> str:
+        """``<experiment name>-<experiment version>-<trial id>`` from what ``orion hunt`` sets."""
         return orion_trial_id()
-
-    @staticmethod
-    def is_available() -> bool:
-        """Only ``orion hunt`` sets ``ORION_RESULTS_PATH``; without it there is nowhere to write."""
-        return bool(os.environ.get("ORION_RESULTS_PATH"))
 
     def report_objective(self, result: Mapping[str, Any]) -> None:
         objective = self.minimised_objective(result)
@@ -166,15 +209,31 @@ class OrionReporter(Reporter):
         write_json_atomically(os.environ["ORION_RESULTS_PATH"], payload)
 
 
-def get_reporter(mode: str, **kwargs: Any) -> Reporter:
-    """The reporter for ``mode``; Orion outside ``orion hunt`` falls back to generic (warned)."""
-    if mode not in _REPORTERS:
-        raise HpoptError(f"--hpopt_mode {mode!r} is unknown; use one of {known_modes()}")
-    if mode == "orion" and not OrionReporter.is_available():
+def get_reporter(mode: str, /, *args: Any, **kwargs: Any) -> HyperparameterOptimizationReporter:
+    """The reporter registered for ``mode``, built with ``args``/``kwargs``.
+
+    One that is not available here (Orion outside ``orion hunt``) is replaced, with a warning,
+    by a generic reporter built with the same arguments, as in SpeechBrain, so the same command
+    can be tried by hand. ``mode`` is positional-only (SpeechBrain's is not) so that the
+    reporters' own ``mode="max"`` can pass through ``kwargs``.
+    """
+    if mode not in _hpopt_modes:
+        raise HpoptError(f"--hpopt_mode {mode!r} is unknown; use one of {sorted(_hpopt_modes)}")
+    reporter = _hpopt_modes[mode](*args, **kwargs)
+    if not reporter.is_available:
+        hint = {"orion": " (ORION_RESULTS_PATH is unset: not run by orion hunt)"}.get(mode, "")
         if is_main_process():
             logger.warning(
-                "hpopt: --hpopt_mode orion but ORION_RESULTS_PATH is unset (not run by orion "
-                "hunt); reverting to the generic reporter (JSON line on stdout)"
+                "hpopt: the %r reporter is not available here%s; reverting to the generic "
+                "reporter (JSON line on stdout)",
+                mode,
+                hint,
             )
-        mode = "generic"
-    return _REPORTERS[mode](**kwargs)
+        reporter = _hpopt_modes[DEFAULT_REPORTER](*args, **kwargs)
+    return reporter
+
+
+# The short names hpopt had before it took SpeechBrain's, kept so that existing imports work.
+Reporter = HyperparameterOptimizationReporter
+GenericReporter = GenericHyperparameterOptimizationReporter
+OrionReporter = OrionHyperparameterOptimizationReporter

@@ -13,7 +13,10 @@ from datetime import datetime
 from hpopt.distributed import is_distributed
 from hpopt.errors import HpoptError
 
-ORION_TRIAL_ID_ENV = ("ORION_EXPERIMENT_NAME", "ORION_EXPERIMENT_VERSION", "ORION_TRIAL_ID")
+# SpeechBrain's names and values (speechbrain.utils.hpopt).
+DEFAULT_TRIAL_ID = "hpopt"
+FORMAT_TIMESTAMP = "%Y%m%d%H%M%S%f"
+ORION_TRIAL_ID_ENV = ["ORION_EXPERIMENT_NAME", "ORION_EXPERIMENT_VERSION", "ORION_TRIAL_ID"]
 # Set by a parent launcher (or by the first generic context of a process) so that every process
 # of one trial, including spawned children, agrees on the id.
 TRIAL_ID_ENV = "HPOPT_TRIAL_ID"
@@ -44,7 +47,7 @@ def generic_trial_id() -> str:
                 f"{TRIAL_ID_ENV} in the launcher, or run torchrun with --standalone or --rdzv-id"
             )
         else:
-            trial_id = f"{datetime.now().strftime('%Y%m%d%H%M%S%f')}-{os.getpid()}"
+            trial_id = f"{datetime.now().strftime(FORMAT_TIMESTAMP)}-{os.getpid()}"
     trial_id = _UNSAFE_FOR_PATHS.sub("_", trial_id)
     os.environ[TRIAL_ID_ENV] = trial_id
     return trial_id
