@@ -38,6 +38,9 @@ RECIPE_DIR = ROOT / CONFIG["recipe"]["dir"]
 TRAIN_SCRIPT = RECIPE_DIR / "train.py"
 TRAIN_YAML = RECIPE_DIR / CONFIG["recipe"]["train_yaml"]
 HPOPT_YAML = RECIPE_DIR / CONFIG["recipe"]["hpopt_yaml"]
+PREPARE_SCRIPT = RECIPE_DIR / CONFIG["recipe"]["prepare"]
+# The recipe's own modules (its data package), importable as `python train.py` sees them.
+sys.path.insert(0, str(RECIPE_DIR))
 RECIPE_SEED = CONFIG["recipe"]["seed"]
 
 # The toy corpus of --smoke runs (the test suite's tiny corpus): seconds instead of minutes.
@@ -105,7 +108,7 @@ def corpus(args: argparse.Namespace) -> Path:
         subprocess.run(
             [
                 PYTHON,
-                str(ROOT / "recipes/speaker_id/speaker_id_prepare.py"),
+                str(PREPARE_SCRIPT),
                 *prepare_args,
                 "--out",
                 str(folder),

@@ -61,7 +61,7 @@ def test_tampering_fails_the_audit_naming_what_differs(tiny_run: Path, tmp_path:
     features = results / "data/features/valid.npy"
     features.write_bytes(features.read_bytes()[:-4] + b"\0\0\0\0")
     metrics = json.loads((results / "final/metrics.json").read_text())
-    metrics["test"]["error"] += 0.125
+    metrics["metrics"]["test"]["error"] += 0.125
     (results / "final/metrics.json").write_text(json.dumps(metrics))
     locks = tmp_path / "locks"
     shutil.copytree(REPO / "containers/requirements", locks)
@@ -70,6 +70,7 @@ def test_tampering_fails_the_audit_naming_what_differs(tiny_run: Path, tmp_path:
         / json.loads((results / "provenance.json").read_text())["environments"]["train"]["lock"]
     )
     lock.write_text(re.sub(r"^tqdm==\S+", "tqdm==0.0.1", lock.read_text(), flags=re.M))
+    record = {name: (results / name).read_bytes() for name in ("provenance.json", "report.html")}
 
     run = audit(workdir, "--locks", str(locks))
     assert run.returncode == 1
@@ -80,8 +81,11 @@ def test_tampering_fails_the_audit_naming_what_differs(tiny_run: Path, tmp_path:
     assert re.search(rf"changed: \S*{re.escape(audio.name)} \(sha256", out)
     assert re.search(r"changed: \S*features/valid\.npy \(sha256", out)
     assert re.search(r"^FAIL\s+retraining reproduces the final metrics", out, re.M)
-    assert "test error: recorded" in out
+    assert "test.error: recorded" in out
+    assert "differs from the final metrics recorded in provenance.json" in out
     assert json.loads((results / "audit/audit.json").read_text())["passed"] is False
+    # The audit never edits what it audits.
+    assert {name: (results / name).read_bytes() for name in record} == record
 
 
 @pytest.mark.slow
@@ -94,7 +98,6 @@ def test_two_runs_in_fresh_folders_agree_bit_for_bit(tiny_run: Path, tmp_path: P
     assert best[0]["params"] == best[1]["params"]
     assert best[0]["objective"] == best[1]["objective"]
     metrics = [json.loads((r / "final/metrics.json").read_text()) for r in (first, second)]
-    assert metrics[0]["valid"] == metrics[1]["valid"]
-    assert metrics[0]["test"] == metrics[1]["test"]
+    assert metrics[0]["metrics"] == metrics[1]["metrics"]
     data = [json.loads((r / "data/prepared.json").read_text()) for r in (first, second)]
     assert data[0]["features_sha256"] == data[1]["features_sha256"]

@@ -30,6 +30,7 @@ from workflow_run import snakemake, write_config  # noqa: E402
 
 from reprohunt.hunt import hunt_environment  # noqa: E402
 from reprohunt.orion_storage import storage_config  # noqa: E402
+from reprohunt.recipe import describe  # noqa: E402
 
 RECIPE = REPO / "recipes" / "speaker_id"
 TORCHRUN = TRAIN_ENV / "bin" / "torchrun"
@@ -298,14 +299,18 @@ def ddp_hunt(root: Path, corpus: Path) -> Hunt:
     hunt = Hunt(root)
     hunt.hunt_dir.mkdir(parents=True)
     (root / "data").symlink_to(corpus)
-    recipe_args = [
-        str(RECIPE / "train.py"),
-        str(RECIPE / "train.yaml"),
-        *("--hpopt", str(RECIPE / "hpopt.yaml"), "--hpopt_mode", "orion"),
-        *("--data_folder", str(corpus), "--output_folder", "{trial.working_dir}"),
-        *flags({"device": "cpu", "seed": 1986, "tdnn_channels": 16, "batch_size": 8}),
-        *flags({"ckpt_enable": "true"}),  # to find rank 0's final model afterwards
-    ]
+    config = {
+        "dir": str(RECIPE),
+        "script": "train.py",
+        "train_yaml": "train.yaml",
+        "hpopt_yaml": "hpopt.yaml",
+        "prepare": "speaker_id_prepare.py",
+        "result": "metrics.json",
+        # ckpt_enable: to find rank 0's final model afterwards
+        "args": {"tdnn_channels": 16, "batch_size": 8, "ckpt_enable": "true"},
+        "device": "cpu",
+        "seed": 1986,
+    }
     spec = base_spec(root) | {
         "experiment": "ddp",
         "max_trials": 2,
@@ -314,7 +319,8 @@ def ddp_hunt(root: Path, corpus: Path) -> Hunt:
         "gpus_per_trial": 2,
         "warm_launcher": True,  # not used by DDP trials
         "space": {"emb_dim": "choices([16, 32])", "lr": "loguniform(1e-3, 1e-2)"},
-        "recipe_args": recipe_args,
+        "recipe": describe(config, {}, "the test's spec"),
+        "data_folder": str(corpus),
     }
     hunt.spec.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return hunt
@@ -355,7 +361,7 @@ def test_ddp_trials_under_orion_hunt_report_once_what_rank_0_computes(
     audit.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     hunt = ddp_hunt(tmp_path / "experiment", corpus)
-    trials_dir = hunt.hunt_dir.resolve() / "trials"
+    trials_dir = hunt.hunt_dir.resolve() / hunt.name() / "trials"
     env = clean_env() | {
         "PYTHONPATH": str(site),
         "AUDIT_FOLDER": str(trials_dir),
@@ -415,7 +421,7 @@ def test_ddp_trials_under_orion_hunt_report_once_what_rank_0_computes(
         losses = [result.value for result in trial.results if result.name == "loss"]
         alone = rank0_alone_on_the_validation_set(folder, corpus)
         assert objectives == [alone["error"]] and losses == [alone["loss"]]
-        assert metrics["valid"] == alone
+        assert metrics["metrics"]["valid"] == alone
 
 
 # The comparison's budget: 12 epochs of 8 steps of 32 utterances (16 per process under DDP).
@@ -458,8 +464,8 @@ def test_a_ddp_run_reaches_the_validation_error_of_a_single_process_run(
         )
         assert run.returncode == 0, run.stderr[-3000:]
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["processes"] == processes and "test" in metrics
-        errors[processes] = metrics["valid"]["error"]
+        assert metrics["processes"] == processes and "test" in metrics["metrics"]
+        errors[processes] = metrics["metrics"]["valid"]["error"]
     assert max(errors.values()) <= LEARNT, errors
     assert abs(errors[1] - errors[2]) <= ERROR_TOLERANCE, errors
     # A 2-process checkpoint does not silently continue as a 1-process run.

@@ -245,7 +245,7 @@ def test_hanging_trials_time_out_and_fail_the_parallel_hunt_rule(tmp_path: Path)
     assert "hangs on purpose" in logs  # the tail of the failing trial's log
     assert "trial(s) broke (max_broken is 2)" in run.stdout + run.stderr  # shown by Snakemake
     assert not (results / "hunt" / "hunt.json").exists()
-    trial_logs = list((results / "hunt" / "trials").glob("*/trial.log"))
+    trial_logs = list((results / "hunt").glob("*/trials/*/trial.log"))
     assert len(trial_logs) >= 2
     assert all("killed after the 2 s trial timeout" in p.read_text() for p in trial_logs)
 
@@ -266,8 +266,10 @@ def test_missing_data_is_refused_before_work(tmp_path: Path) -> None:
 
 def test_unwritable_trials_folder_is_refused_before_work(tmp_path: Path) -> None:
     hunt = make_hunt(tmp_path)
-    (hunt.hunt_dir / "trials").write_text("a file where the trial folders go\n")
-    assert_refused_before_work(hunt, f"results folder {hunt.hunt_dir / 'trials'} is not writable")
+    trials = hunt.hunt_dir / hunt.name() / "trials"
+    trials.parent.mkdir()
+    trials.write_text("a file where the trial folders go\n")
+    assert_refused_before_work(hunt, f"results folder {trials} is not writable")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through folder permissions")

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reprohunt.result import load as load_result
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes/speaker_id"
 # Small model and budget so that a run takes a few seconds; tests override single keys.
@@ -82,10 +84,13 @@ def recipe_main(monkeypatch: pytest.MonkeyPatch):
 
 def test_outputs_follow_the_contract(reference_run: Path, prepared_tiny: Path) -> None:
     metrics = _metrics(reference_run)
-    assert set(metrics) >= {"valid", "test", "epochs", "seed", "params"}
+    # The workflow's result contract (reprohunt.result), version 1.
+    assert load_result(reference_run / "metrics.json").objective == ("valid", "error")
+    assert set(metrics) >= {"result_format", "objective", "metrics", "epochs", "seed", "params"}
     for split in ("valid", "test"):
-        assert set(metrics[split]) == {"error", "loss"}
-        assert 0 <= metrics[split]["error"] <= 1 and metrics[split]["loss"] > 0
+        values = metrics["metrics"][split]
+        assert set(values) == {"error", "loss"}
+        assert 0 <= values["error"] <= 1 and values["loss"] > 0
     assert metrics["epochs"] == 2 and metrics["seed"] == 1986
     assert metrics["params"] == {
         "emb_dim": 16,
@@ -97,7 +102,7 @@ def test_outputs_follow_the_contract(reference_run: Path, prepared_tiny: Path) -
     }
     history = metrics["history"]
     assert [h["epoch"] for h in history] == [1, 2]
-    assert metrics["valid"]["error"] == history[-1]["valid_error"]
+    assert metrics["metrics"]["valid"]["error"] == history[-1]["valid_error"]
     log = (reference_run / "train_log.txt").read_text()
     assert log.count("epoch: ") == 2 and "test (model of epoch" in log
     hparams = yaml.safe_load((reference_run / "hyperparams.yaml").read_text())
@@ -143,15 +148,16 @@ def test_hpopt_mode_writes_the_orion_result_file(prepared_tiny: Path, tmp_path: 
     run = _train(prepared_tiny, out, env=env, **hpopt_args, number_of_epochs=1)
     assert run.returncode == 0, run.stderr
     metrics = _metrics(out)
-    assert "test" not in metrics and metrics["epochs"] == 1
+    assert "test" not in metrics["metrics"] and metrics["epochs"] == 1
     assert metrics["trial_id"] == "spkid-1-abc123"
     reported = json.loads(results.read_text())
     assert reported[0] == {
         "name": "objective",
         "type": "objective",
-        "value": metrics["valid"]["error"],
+        "value": metrics["metrics"]["valid"]["error"],
     }
-    assert {"name": "loss", "type": "statistic", "value": metrics["valid"]["loss"]} in reported
+    loss = metrics["metrics"]["valid"]["loss"]
+    assert {"name": "loss", "type": "statistic", "value": loss} in reported
     assert not (out / "save").exists()  # hpopt.yaml: ckpt_enable false
     # Without --output_folder, hpopt.yaml puts the trial under results/speaker_id/<trial_id>,
     # and its number_of_epochs applies.

@@ -121,7 +121,7 @@ def test_credentials_never_reach_trials_or_results(tmp_path: Path) -> None:
     hunt = make_hunt(tmp_path, max_trials=2)
     run = hunt.run(env=secret_env())
     assert run.returncode == 0, run.stderr[-3000:]
-    environments = list(hunt.hunt_dir.glob("trials/*/environment.json"))
+    environments = list(hunt.hunt_dir.glob("*/trials/*/environment.json"))
     assert len(environments) >= 2
     assert all("ORION_DB_ADDRESS" not in json.loads(p.read_text()) for p in environments)
     assert files_containing(tmp_path, SECRET_USER, SECRET_PASSWORD) == []
@@ -163,7 +163,7 @@ def test_mongodb_address_and_its_public_description(
     assert SECRET_USER not in public and "pa%3Ass" not in public and "db.cluster" in public
     # orion.yaml (the `-c` file) never holds the storage.
     spec = make_hunt(tmp_path, storage=spec).spec_dict()
-    text = write_orion_config(spec, tmp_path).read_text()
+    text = write_orion_config(spec, tmp_path, "mongo-experiment").read_text()
     assert "storage" not in text and "db.cluster" not in text and SECRET_USER not in text
 
 

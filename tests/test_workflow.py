@@ -14,6 +14,8 @@ import pytest
 import yaml
 from workflow_run import REPO, TINY, merge, snakemake, snakemake_command, write_config
 
+from hpopt.files import sha256_file
+
 
 def test_unknown_config_key_stops_before_any_job(tmp_path: Path) -> None:
     write_config(tmp_path, merge(TINY, {"hunt": {"max_trails": 3}}))
@@ -45,22 +47,25 @@ def test_invalid_prior_fails_before_any_trial(tmp_path: Path) -> None:
     assert run.returncode != 0
     log = (tmp_path / "results/speaker_id/logs/hunt.log").read_text()
     assert "hunt.space.lr" in log and "logunifrom" in log
-    assert not (tmp_path / "results/speaker_id/hunt/trials").exists()
+    assert not list((tmp_path / "results/speaker_id/hunt").glob("*/trials"))
 
 
-def test_space_key_missing_from_train_yaml(tmp_path: Path) -> None:
+def test_space_key_missing_from_train_yaml_stops_before_any_job(tmp_path: Path) -> None:
     space = {"emb_dim": "choices([16, 32])", "no_such_key": "uniform(0, 1)"}
     write_config(tmp_path, merge(TINY, {"hunt": {"space": space}}))
-    run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json")
+    run = snakemake(tmp_path, "-n")
     assert run.returncode != 0
-    log = (tmp_path / "results/speaker_id/logs/hunt.log").read_text()
-    assert "hunt.space.no_such_key" in log and "top-level key" in log
+    assert "hunt.space.no_such_key" in run.stdout and "top-level key" in run.stdout
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
 def test_crashing_recipe_fails_the_rule_and_names_the_trial_log(tmp_path: Path) -> None:
-    recipe = str(REPO / "tests/fixtures/crashing_recipe")
-    write_config(tmp_path, merge(TINY, {"recipe": {"dir": recipe}}))
+    recipe = {
+        "dir": str(REPO / "tests/fixtures/crashing_recipe"),
+        "prepare": str(REPO / "recipes/speaker_id/speaker_id_prepare.py"),
+    }
+    write_config(tmp_path, merge(TINY, {"recipe": recipe}))
     run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json")
     assert run.returncode != 0
     log = (tmp_path / "results/speaker_id/logs/hunt.log").read_text()
@@ -91,20 +96,23 @@ def test_end_to_end_then_rerun_does_nothing(tiny_run: Path) -> None:
     completed = [t for t in trials if t["status"] == "completed"]
     assert best["objective"] == min(t["objective"] for t in completed)
     assert "warm server" in (results / "logs/hunt.log").read_text()
-    for trial_log in (results / "hunt/trials").glob("*/trial.log"):
+    for trial_log in (results / "hunt").glob("*/trials/*/trial.log"):
         assert "running the trial cold" not in trial_log.read_text(), trial_log
 
     metrics = json.loads((results / "final/metrics.json").read_text())
-    assert 0.0 <= metrics["test"]["error"] <= 1.0
+    assert 0.0 <= metrics["metrics"]["test"]["error"] <= 1.0
     assert metrics["params"]["emb_dim"] == best["params"]["emb_dim"]
-    assert any((results / "final/save").iterdir()), "retraining wrote no checkpoint"
+    assert list((results / "final/runs").glob("*/save/*.ckpt")), "retraining wrote no checkpoint"
 
     provenance = json.loads((results / "provenance.json").read_text())
     assert provenance["orion"]["experiment"] == best["experiment"]
     assert len(provenance["orion"]["trials"]) == len(trials)
     assert provenance["environments"]["train"]["pip_freeze"]
     assert "retrain" in provenance["rule_costs"]
-    assert "--data_folder" in provenance["commands"]["retrain"]
+    assert "reprohunt.retrain" in provenance["commands"]["retrain"]
+    assert provenance["recipe"]["code"]["train.py"] == sha256_file(
+        REPO / "recipes/speaker_id/train.py"
+    )
 
     report = (results / "report.html").read_text()
     assert best["trial_id"] in report and "data:image/png;base64," in report

@@ -249,7 +249,9 @@ def preflight(
     validate_space(spec["space"], spec.get("config_file", "the config"))
     min_free_mb = spec.get("min_free_mb")
     min_free_mb = DEFAULT_MIN_FREE_MB if min_free_mb is None else min_free_mb
-    check_writable([hunt_dir], min_free_mb)
+    check_writable(
+        [hunt_dir, trials_dir(hunt_dir, experiment_name(spec, data.parent))], min_free_mb
+    )
     gpus = trial_gpus(spec.get("gpus") or [], os.environ)
     if spec["storage"]["type"] == "mongodb":
         check_mongodb(storage["database"], spec["storage"].get("host", "localhost"))
@@ -265,7 +267,6 @@ def join_hunt(
 ) -> int:
     """Recover if alone, then run `orion hunt` as one member of the experiment's hunters."""
     name = command[command.index("-n") + 1]
-    check_writable([trials_dir(hunt_dir, name)], 0)
     write_orion_config(spec, hunt_dir, name)
     env = hunt_environment(spec, storage, hunt_dir, gpus)
 

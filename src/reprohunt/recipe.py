@@ -13,6 +13,7 @@ its code before any job), the pipeline steps in the train env.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -42,14 +43,11 @@ def top_level_keys(yaml_file: Path) -> set[str]:
 def code_files(folder: Path) -> list[Path]:
     """Every file of the recipe's code, symlinks followed (shared `*_prepare.py` files are
     symlinks in SpeechBrain's recipes), in a stable order."""
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file()
-        and not path.name.startswith(".")
-        and path.suffix != ".pyc"
-        and not IGNORED_PARTS & set(path.relative_to(folder).parts)
-    )
+    files = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [name for name in dirs if name not in IGNORED_PARTS and not name.startswith(".")]
+        files += [Path(root, name) for name in names if not name.startswith(".")]
+    return sorted(path for path in files if path.suffix != ".pyc")
 
 
 def code_hashes(folder: Path) -> dict[str, str]:

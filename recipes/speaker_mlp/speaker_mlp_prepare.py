@@ -1,0 +1,1 @@
+../speaker_id/speaker_id_prepare.py
