@@ -1,0 +1,1 @@
+"""reprohunt: the pipeline around Orion (hunt, best trial, retrain, provenance, report, audit)."""
