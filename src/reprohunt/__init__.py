@@ -1,4 +1,9 @@
-"""Workflow steps that talk to Orion or summarise a run (hunt, best, provenance, report, audit).
+"""reprohunt: the pipeline around Orion, apart from what a recipe imports (that is ``hpopt``).
 
-Each module is a small command-line program run by one Snakemake rule in the train env.
+Each step is a small command-line module run by one Snakemake rule in the train env: ``hunt``
+(with ``preflight`` and ``recovery``), ``best``, ``retrain``, ``provenance``, ``report``, and
+``audit`` (run by ``make audit``, never by Snakemake); ``trial`` is the wrapper ``orion hunt``
+starts each trial through. The contracts a recipe meets are ``recipe`` (its folder and command
+line), ``result`` (the file it writes) and ``dataverify`` (its data record); ``orion_algorithms``
+holds corrected Orion algorithms, loaded through Orion's plugin entry point.
 """
