@@ -7,8 +7,10 @@ It returns the prepared folder; tests that modify it must work on a copy (``shut
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,38 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = snakemake(workdir)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return workdir
+
+
+# hpopt's tests (test_hpopt*.py): the trial environment Orion gives, and none leaking.
+ORION_ENV = {
+    "ORION_EXPERIMENT_NAME": "speaker-id",
+    "ORION_EXPERIMENT_VERSION": "1",
+    "ORION_TRIAL_ID": "0123abcd",
+}
+
+
+@pytest.fixture
+def clean_environment() -> Iterator[None]:
+    """No Orion, torchrun or lease variables leak in, and none set by hpopt leak out."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith(("ORION_", "HPOPT_", "TORCHELASTIC_")) or name in (
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+        ):
+            del os.environ[name]
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def orion_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The environment ``orion hunt`` gives a trial, with an existing (empty) results file."""
+    results = tmp_path / "results_x.log"
+    results.touch()
+    for name, value in ORION_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ORION_RESULTS_PATH", str(results))
+    return results

@@ -21,38 +21,8 @@ import hpopt as hp
 from hpopt.arguments import parse_command_line, resolve_device
 from hpopt.files import write_json_atomically
 
-ORION_ENV = {
-    "ORION_EXPERIMENT_NAME": "speaker-id",
-    "ORION_EXPERIMENT_VERSION": "1",
-    "ORION_TRIAL_ID": "0123abcd",
-}
-
-
-@pytest.fixture(autouse=True)
-def clean_environment():
-    """No Orion, torchrun or lease variables leak in, and none set by hpopt leak out."""
-    saved = dict(os.environ)
-    for name in list(os.environ):
-        if name.startswith(("ORION_", "HPOPT_", "TORCHELASTIC_")) or name in (
-            "RANK",
-            "WORLD_SIZE",
-            "LOCAL_RANK",
-        ):
-            del os.environ[name]
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-@pytest.fixture
-def orion_trial(tmp_path, monkeypatch):
-    """The environment ``orion hunt`` gives a trial, with an existing (empty) results file."""
-    results = tmp_path / "results_x.log"
-    results.touch()
-    for name, value in ORION_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ORION_RESULTS_PATH", str(results))
-    return results
+# Every test starts from an environment without Orion, torchrun or hpopt variables.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

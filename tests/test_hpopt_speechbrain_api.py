@@ -18,6 +18,7 @@ import textwrap
 from datetime import datetime
 
 import pytest
+from conftest import ORION_ENV
 
 import hpopt as hp
 
@@ -25,11 +26,8 @@ Base = hp.HyperparameterOptimizationReporter
 Generic = hp.GenericHyperparameterOptimizationReporter
 Orion = hp.OrionHyperparameterOptimizationReporter
 
-ORION_ENV = {
-    "ORION_EXPERIMENT_NAME": "speaker-id",
-    "ORION_EXPERIMENT_VERSION": "1",
-    "ORION_TRIAL_ID": "0123abcd",
-}
+# Every test starts from an environment without Orion, torchrun or hpopt variables.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 CONSTANTS = {
     "MODULE_ORION": "orion.client",
@@ -74,28 +72,6 @@ PROPERTIES = [
 
 # The short names hpopt had first; each is the SpeechBrain-named class itself.
 ALIASES = {"Reporter": Base, "GenericReporter": Generic, "OrionReporter": Orion}
-
-
-@pytest.fixture(autouse=True)
-def clean_environment():
-    """No Orion, torchrun or hpopt variables leak in, and none set by hpopt leak out."""
-    saved = dict(os.environ)
-    for name in list(os.environ):
-        if name.startswith(("ORION_", "HPOPT_", "TORCHELASTIC_")) or name in ("RANK", "WORLD_SIZE"):
-            del os.environ[name]
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-@pytest.fixture
-def orion_trial(tmp_path, monkeypatch):
-    """The environment ``orion hunt`` gives a trial, with its (empty) results file."""
-    results = tmp_path / "results.log"
-    results.touch()
-    for name, value in {**ORION_ENV, "ORION_RESULTS_PATH": str(results)}.items():
-        monkeypatch.setenv(name, value)
-    return results
 
 
 def speechbrain_signature(text: str) -> inspect.Signature:

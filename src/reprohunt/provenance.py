@@ -156,6 +156,8 @@ def checklist(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
+    """The record of `results/<experiment>/`: its rule's inputs, plus what the whole folder
+    tells (each rule's benchmark file, the commands in Snakemake's metadata)."""
     hunt_dir = results / "hunt"
     spec = json.loads((hunt_dir / "spec.json").read_text())
     hunt = json.loads((hunt_dir / "hunt.json").read_text())

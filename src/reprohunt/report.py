@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hpopt.files import write_text_atomically
 from reprohunt.result import load as load_result
 
 STYLE = """
@@ -99,12 +100,11 @@ def image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def render(results: Path) -> str:
-    hunt_dir = results / "hunt"
-    trials = json.loads((hunt_dir / "trials.json").read_text())
-    best = json.loads((hunt_dir / "best.json").read_text())
-    result = load_result(results / "final" / "metrics.json")
-    provenance = json.loads((results / "provenance.json").read_text())
+def render(args: argparse.Namespace) -> str:
+    trials = json.loads(args.trials.read_text())
+    best = json.loads(args.best.read_text())
+    result = load_result(args.metrics)
+    provenance = json.loads(args.provenance.read_text())
     space = provenance["orion"]["space"]
     names = sorted(space)
     trial_rows = [
@@ -170,8 +170,8 @@ def render(results: Path) -> str:
 <p>Objective: <code>{html.escape(objective)}</code>, {result.objective_value}.</p>
 {table(["split", *metric_names], metric_rows)}
 <h2>Search</h2>
-{image(results / "plots" / "regret.png", "best objective so far")}
-{image(results / "plots" / "params.png", "objective against each hyperparameter")}
+{image(args.regret, "best objective so far")}
+{image(args.params, "objective against each hyperparameter")}
 <h3>Search space</h3>
 {table(["hyperparameter", "prior"], [[n, space[n]] for n in names])}
 <h3>All trials</h3>
@@ -187,16 +187,18 @@ def render(results: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, required=True, help="results/<experiment>")
+    for name in ("trials", "best", "metrics", "provenance"):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"{name} file to read")
+    for name in ("out", "regret", "params"):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"{name} file to write")
     args = parser.parse_args(argv)
-    plots = args.results / "plots"
-    plots.mkdir(exist_ok=True)
-    trials = json.loads((args.results / "hunt" / "trials.json").read_text())
-    space = json.loads((args.results / "hunt" / "spec.json").read_text())["space"]
-    plot_regret(trials, plots / "regret.png")
-    plot_params(trials, space, plots / "params.png")
-    (args.results / "report.html").write_text(render(args.results))
-    print(f"report written to {args.results / 'report.html'}")
+    args.regret.parent.mkdir(parents=True, exist_ok=True)
+    trials = json.loads(args.trials.read_text())
+    space = json.loads(args.provenance.read_text())["orion"]["space"]
+    plot_regret(trials, args.regret)
+    plot_params(trials, space, args.params)
+    write_text_atomically(args.out, render(args))
+    print(f"report written to {args.out}")
     return 0
 
 

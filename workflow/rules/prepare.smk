@@ -3,7 +3,8 @@ rule prepare:
     input:
         script=RECIPE_DIR / RECIPE["prepare"],
     output:
-        f"{RESULTS}/data/prepared.json",
+        prepared=f"{RESULTS}/data/prepared.json",
+        hashes=f"{RESULTS}/data/hashes.json",
     log:
         f"{RESULTS}/logs/prepare.log",
     benchmark:
@@ -11,7 +12,7 @@ rule prepare:
     params:
         python=TRAIN_PYTHON,
         args=cli_flags(config["data"]),
-        out=lambda wildcards, output: Path(output[0]).parent,
+        out=lambda wildcards, output: Path(output.prepared).parent,
     shell:
         "{params.python} {input.script} {params.args} --out {params.out} --overwrite"
         " > {log} 2>&1"

@@ -2,6 +2,7 @@ rule provenance:
     """How this result was made: code, envs, hardware, data, seeds, the whole Orion experiment."""
     input:
         data=f"{RESULTS}/data/prepared.json",
+        hashes=f"{RESULTS}/data/hashes.json",
         spec=f"{RESULTS}/hunt/spec.json",
         hunt=f"{RESULTS}/hunt/hunt.json",
         trials=f"{RESULTS}/hunt/trials.json",
@@ -43,6 +44,7 @@ rule report:
         f"{RESULTS}/logs/report.log",
     params:
         python=TRAIN_PYTHON,
-        results=lambda wildcards, input: Path(input.provenance).parent,
     shell:
-        "{params.python} -m reprohunt.report --results {params.results} > {log} 2>&1"
+        "{params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
+        " --metrics {input.metrics} --provenance {input.provenance} --out {output.html}"
+        " --regret {output.regret} --params {output.params} > {log} 2>&1"
