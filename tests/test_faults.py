@@ -156,9 +156,9 @@ def test_killed_hunt_rerun_recovers_and_matches_an_uninterrupted_one(
     assert written <= set(completed)
 
 
-def test_a_live_hunter_keeps_recovery_away(tmp_path: Path) -> None:
+def test_a_live_hunter_keeps_recovery_away(soft_lock_dir: Path) -> None:
     """Recovery runs only when no hunt process of the folder is alive, proven by flock."""
-    db_lock = tmp_path / f"{DB_FILE}.lock"
+    db_lock = soft_lock_dir / f"{DB_FILE}.lock"
     db_lock.write_text("4242\nother-node\n")
     old = time.time() - 2 * STALE_DB_LOCK_AGE_S
     os.utime(db_lock, (old, old))
@@ -171,37 +171,48 @@ def test_a_live_hunter_keeps_recovery_away(tmp_path: Path) -> None:
             "fcntl.flock(handle, fcntl.LOCK_SH)\n"
             "print('joined', flush=True)\n"
             "time.sleep(3600)\n",
-            str(tmp_path / MEMBERSHIP_LOCK),
+            str(soft_lock_dir / MEMBERSHIP_LOCK),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert hunter.stdout.readline().strip() == "joined"
     recovered: list[str] = []
-    with hunt_membership(tmp_path, lambda: recovered.extend(clear_stale_db_lock(tmp_path))):
+    with hunt_membership(soft_lock_dir, lambda: recovered.extend(clear_stale_db_lock(soft_lock_dir))):
         pass
     assert recovered == [] and db_lock.exists()
 
     hunter.kill()
     hunter.wait()
-    with hunt_membership(tmp_path, lambda: recovered.extend(clear_stale_db_lock(tmp_path))):
+    with hunt_membership(soft_lock_dir, lambda: recovered.extend(clear_stale_db_lock(soft_lock_dir))):
         pass
     assert not db_lock.exists()
     assert "pid 4242 on other-node" in recovered[0]
 
 
-def test_stale_db_lock_needs_a_dead_owner(tmp_path: Path) -> None:
+def test_stale_db_lock_needs_a_dead_owner(soft_lock_dir: Path) -> None:
     import socket
 
-    db_lock = tmp_path / f"{DB_FILE}.lock"
+    db_lock = soft_lock_dir / f"{DB_FILE}.lock"
     db_lock.write_text(f"{os.getpid()}\n{socket.gethostname()}\n")
-    assert "is alive" in clear_stale_db_lock(tmp_path)[0] and db_lock.exists()
+    assert "is alive" in clear_stale_db_lock(soft_lock_dir)[0] and db_lock.exists()
     db_lock.write_text("4242\nother-node\n")
-    assert "may be alive" in clear_stale_db_lock(tmp_path)[0] and db_lock.exists()
+    assert "may be alive" in clear_stale_db_lock(soft_lock_dir)[0] and db_lock.exists()
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
     db_lock.write_text(f"{dead.pid}\n{socket.gethostname()}\n")
-    assert "is dead" in clear_stale_db_lock(tmp_path)[0] and not db_lock.exists()
+    assert "is dead" in clear_stale_db_lock(soft_lock_dir)[0] and not db_lock.exists()
+
+
+def test_the_empty_flock_file_of_a_local_disk_is_no_stale_lock(tmp_path: Path) -> None:
+    from filelock import SoftFileLock
+    from orion.core.io.database.pickleddb import _create_lock
+
+    db_lock = tmp_path / f"{DB_FILE}.lock"
+    if isinstance(_create_lock(str(db_lock)), SoftFileLock):
+        pytest.skip(f"{tmp_path} is on a filesystem where Orion uses soft locks")
+    db_lock.touch()  # what every Orion command leaves behind where it locks with flock
+    assert clear_stale_db_lock(tmp_path) == []
 
 
 @pytest.mark.slow
@@ -286,3 +297,88 @@ def test_full_disk_is_refused_before_work(tmp_path: Path) -> None:
     free_mb = shutil.disk_usage(tmp_path).free // 2**20
     hunt = make_hunt(tmp_path, min_free_mb=free_mb + 10**6)
     assert_refused_before_work(hunt, "MB free on the filesystem of")
+
+
+def test_bad_algorithm_options_are_refused_before_work(tmp_path: Path) -> None:
+    hunt = make_hunt(tmp_path, algorithm={"tpe": {"seed": 1, "n_inital_points": 5}})
+    assert_refused_before_work(hunt, "hunt.algorithm in the config: Orion cannot build 'tpe'")
+
+
+def test_corrupt_prepared_json_is_refused_before_work(tmp_path: Path) -> None:
+    hunt = make_hunt(tmp_path)
+    hunt.data.write_text('{"format_version": 1, "cou')
+    assert_refused_before_work(hunt, f"{hunt.data} is not valid JSON")
+
+
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is not None, reason="a GPU host: cuda would be right here"
+)
+def test_cuda_without_a_gpu_is_refused_before_work(tmp_path: Path) -> None:
+    hunt = make_hunt(tmp_path)
+    spec = hunt.spec_dict()
+    spec["recipe"]["device"] = "cuda"
+    hunt.spec.write_text(json.dumps(spec))
+    assert_refused_before_work(hunt, "recipe.device is 'cuda' in the config, but torch")
+
+
+def real_data_hunt(root: Path, prepared: Path) -> Hunt:
+    """A hunt whose data folder is a copy of a real prepared folder (tests tamper with it)."""
+    hunt = make_hunt(root)
+    shutil.rmtree(hunt.data.parent)
+    shutil.copytree(prepared, hunt.data.parent)
+    return hunt
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [("truncate", "changed: "), ("delete", "missing: "), ("replace", "changed: ")],
+)
+def test_damaged_data_is_refused_before_work_naming_the_file(
+    tmp_path: Path, prepared_tiny: Path, damage: str, expected: str
+) -> None:
+    hunt = real_data_hunt(tmp_path, prepared_tiny)
+    target = hunt.data.parent / "features" / "train.npy"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif damage == "delete":
+        target.unlink()
+    else:
+        manifest = hunt.data.parent / "manifests" / "valid.json"
+        manifest.write_text(manifest.read_text().replace("flac", "wav", 1))
+        target = manifest
+    assert_refused_before_work(hunt, f"{expected}{target}")
+
+
+def finished_hunt(root: Path) -> Hunt:
+    hunt = make_hunt(root, max_trials=3)
+    run = hunt.run()
+    assert run.returncode == 0, run.stderr[-3000:]
+    return hunt
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"), [(0, "is empty, but 3 completed"), (0.5, "is damaged")]
+)
+def test_damaged_database_is_refused_and_the_snapshot_resumes(
+    tmp_path: Path, cut: float, message: str
+) -> None:
+    hunt = finished_hunt(tmp_path)
+    database = hunt.hunt_dir / DB_FILE
+    backup = database.with_name(DB_FILE + ".bak")
+    assert backup.read_bytes() == database.read_bytes()  # snapshot after the hunt
+    database.write_bytes(database.read_bytes()[: int(database.stat().st_size * cut)])
+    damaged = database.read_bytes()
+
+    refused = hunt.run()
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"{database} {message}" in refused.stderr
+    assert f"cp {backup} {database}" in refused.stderr
+    assert database.read_bytes() == damaged  # nothing written, no trial started over
+    assert len(result_files(hunt.hunt_dir)) == 3
+
+    shutil.copyfile(backup, database)  # the fix the message gives
+    hunt.spec.write_text(json.dumps(hunt.spec_dict() | {"max_trials": 4}))
+    resumed = hunt.run()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((hunt.hunt_dir / "hunt.json").read_text())["completed"] == 4
+    assert len(result_files(hunt.hunt_dir)) == 4  # the 3 earlier trials were kept, not rerun

@@ -34,11 +34,12 @@ def test_wrong_type_names_the_key(tmp_path: Path) -> None:
 
 
 def test_one_letter_space_key_is_refused(tmp_path: Path) -> None:
-    # Orion would pass `--x~…` to the script as `-x VALUE`; the schema refuses such names.
+    # Orion would pass `--x~…` to the script as `-x VALUE`; refused before any job, saying why.
     write_config(tmp_path, merge(TINY, {"hunt": {"space": {"x": "uniform(0, 1)"}}}))
     run = snakemake(tmp_path, "-n")
     assert run.returncode != 0
-    assert "'x'" in run.stderr + run.stdout
+    assert "hunt.space.x: Orion passes a one-letter name to the script as `-x VALUE`" in run.stdout
+    assert not (tmp_path / "results").exists()
 
 
 def test_invalid_prior_fails_before_any_trial(tmp_path: Path) -> None:

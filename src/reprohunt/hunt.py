@@ -39,6 +39,7 @@ from typing import Any
 
 from hpopt.files import sha256_text, write_text_atomically
 from hpopt.process import die_with_parent
+from reprohunt import dbguard
 from reprohunt.dataverify import data_identity
 from reprohunt.orion_storage import (
     public_description,
@@ -49,11 +50,13 @@ from reprohunt.orion_storage import (
 from reprohunt.preflight import (
     DEFAULT_MIN_FREE_MB,
     HuntError,
+    check_data,
+    check_device,
     check_inputs,
     check_mongodb,
     check_writable,
     trial_gpus,
-    validate_space,
+    validate_search,
 )
 from reprohunt.recipe import command as recipe_command
 from reprohunt.recovery import clear_stale_db_lock, hunt_membership, recover_dead_workers
@@ -245,8 +248,11 @@ def preflight(
     spec: dict[str, Any], hunt_dir: Path, data: Path, storage: dict[str, Any]
 ) -> list[str]:
     """Every check that can fail before work starts; returns the GPUs trials will lease."""
+    config_file = spec.get("config_file", "the config")
     check_inputs(spec, data)
-    validate_space(spec["space"], spec.get("config_file", "the config"))
+    check_data(Path(spec["data_folder"]), config_file)
+    validate_search(spec["space"], spec["algorithm"], config_file)
+    check_device(spec["recipe"]["device"], config_file)
     min_free_mb = spec.get("min_free_mb")
     min_free_mb = DEFAULT_MIN_FREE_MB if min_free_mb is None else min_free_mb
     check_writable(
@@ -270,8 +276,12 @@ def join_hunt(
     write_orion_config(spec, hunt_dir, name)
     env = hunt_environment(spec, storage, hunt_dir, gpus)
 
+    pickled = spec["storage"]["type"] == "pickleddb"
+
     def recover() -> None:
-        messages = clear_stale_db_lock(hunt_dir) if spec["storage"]["type"] == "pickleddb" else []
+        if pickled:  # alone: no live hunter can be between a trial's result and its record
+            dbguard.check(hunt_dir)
+        messages = clear_stale_db_lock(hunt_dir) if pickled else []
         messages += recover_dead_workers(storage, name, spec["max_broken"])
         for message in messages:
             print(f"recovery: {message}", flush=True)
@@ -336,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     name = experiment_name(spec, args.data.parent)
     command = hunt_command(spec, name, hunt_dir / "orion.yaml")
     if not args.judge:
-        code = join_hunt(spec, hunt_dir, command, storage, gpus)
+        try:
+            code = join_hunt(spec, hunt_dir, command, storage, gpus)
+        except dbguard.DatabaseError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if code != 0:
             print(f"error: `orion hunt` exited with {code}", file=sys.stderr)
             return code
@@ -349,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     if failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1
+    if spec["storage"]["type"] == "pickleddb":
+        dbguard.snapshot(hunt_dir)
     if args.worker is not None:
         record = {
             "worker": args.worker,

@@ -8,6 +8,7 @@ nothing already computed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -25,10 +26,12 @@ class HuntError(Exception):
     """A problem the user must fix; the message says what and where."""
 
 
-def validate_space(space: dict[str, str], config_file: str) -> None:
-    """Every prior parses in Orion (the keys were checked against train.yaml before any job,
-    by reprohunt.recipe.check_space)."""
+def validate_search(space: dict[str, str], algorithm: dict[str, Any], config_file: str) -> None:
+    """Every prior parses in Orion, and Orion builds the algorithm with its options on that
+    space (the keys were checked against train.yaml before any job, by recipe.check_space)."""
+    from orion.algo.base import algo_factory
     from orion.core.io.space_builder import SpaceBuilder
+    from orion.core.worker.primary_algo import create_algo
 
     problems = []
     for key, prior in space.items():
@@ -38,6 +41,44 @@ def validate_space(space: dict[str, str], config_file: str) -> None:
             problems.append(f"hunt.space.{key}: invalid Orion prior {prior!r}: {error}")
     if problems:
         raise HuntError(f"invalid search space in {config_file}:\n  " + "\n  ".join(problems))
+    ((name, options),) = algorithm.items()
+    try:
+        built = SpaceBuilder().build({f"/{key}": prior for key, prior in space.items()})
+        create_algo(algo_factory.get_class(name), built, **(options or {}))
+    except Exception as error:  # Orion raises TypeError, RuntimeError, NotImplementedError…
+        reason = " ".join(str(error).split())[:400]
+        raise HuntError(
+            f"hunt.algorithm in {config_file}: Orion cannot build {name!r} with options "
+            f"{options} on this search space: {reason}"
+        ) from error
+
+
+def check_device(device: str, config_file: str) -> None:
+    """A CUDA device exists when the recipe is to run on one (else every trial would break)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise HuntError(
+            f"recipe.device is {device!r} in {config_file}, but torch {torch.__version__} sees "
+            "no CUDA device on this host: every trial would break. Run on a GPU host (the "
+            "container with --gpus), or set recipe.device: cpu"
+        )
+
+
+def check_data(data_folder: Path, config_file: str) -> None:
+    """Every file of the prepared data still has the hash recorded when it was prepared."""
+    from reprohunt.dataverify import differences
+
+    found, _ = differences(data_folder)
+    if found:
+        listed = "\n  ".join(found[:5]) + (f"\n  … {len(found) - 5} more" if len(found) > 5 else "")
+        raise HuntError(
+            f"the prepared data in {data_folder} changed since it was prepared:\n  {listed}\n"
+            "Prepare it again (`snakemake --forcerun prepare`, same config), or fix data: in "
+            f"{config_file}"
+        )
 
 
 def check_inputs(spec: dict[str, Any], data: Path) -> None:
@@ -52,6 +93,17 @@ def check_inputs(spec: dict[str, Any], data: Path) -> None:
         raise HuntError(
             f"missing data: {missing[0]} does not exist. Prepare it first "
             f"(`snakemake {data}` runs the prepare rule), or fix data: in {config_file}"
+        )
+    try:
+        summary = json.loads(data.read_text())
+    except ValueError as error:
+        summary, reason = None, f"not valid JSON ({error})"
+    else:
+        reason = "not a JSON object"
+    if not isinstance(summary, dict):
+        raise HuntError(
+            f"{data} is {reason}: the data preparation did not finish cleanly. Prepare it "
+            "again (`snakemake --forcerun prepare`)"
         )
 
 

@@ -128,6 +128,12 @@ def check_space(space: Iterable[str], recipe: Mapping[str, Any], config_file: st
         if key not in keys
     ]
     problems += [
+        f"hunt.space.{key}: Orion passes a one-letter name to the script as `-{key} VALUE`, "
+        "which the recipe does not read as --key; give the key two letters or more in train.yaml"
+        for key in space
+        if len(key) == 1
+    ]
+    problems += [
         f"hunt.space.{key}: '{key}' is also fixed by recipe.args or data.{key}; search it or fix "
         "it, not both"
         for key in space

@@ -78,9 +78,15 @@ def clear_stale_db_lock(hunt_dir: Path) -> list[str]:
 
     Its owner is gone when it ran on this host and its pid is dead, or, for an owner this host
     cannot probe (another node, or no record), when the lock is older than any live Orion
-    command holds it.
+    command holds it. Where Orion locks with flock (local disks), the lock file stays behind
+    empty after every command and the kernel frees the lock of a dead process: nothing to do.
     """
+    from filelock import SoftFileLock
+    from orion.core.io.database.pickleddb import _create_lock
+
     lock = hunt_dir / f"{DB_FILE}.lock"
+    if not isinstance(_create_lock(str(lock)), SoftFileLock):
+        return []
     try:
         age = time.time() - lock.stat().st_mtime
     except FileNotFoundError:
