@@ -154,6 +154,11 @@ def test_killed_hunt_rerun_recovers_and_matches_an_uninterrupted_one(
     assert not [t for t in after.values() if t.status == "reserved"]
     written = {path.parent.name for path in result_files(killed.hunt_dir)}
     assert written <= set(completed)
+    # The straight hunt replays; the killed one says why it does not.
+    assert json.loads((straight.hunt_dir / "hunt.json").read_text())["replay"]["intact"] is True
+    replay = json.loads((killed.hunt_dir / "hunt.json").read_text())["replay"]
+    assert replay["expected"] is True and replay["intact"] is False
+    assert "1 trial(s) reserved by a dead worker returned to the pool" in replay["departures"]
 
 
 def test_a_live_hunter_keeps_recovery_away(soft_lock_dir: Path) -> None:
@@ -178,13 +183,17 @@ def test_a_live_hunter_keeps_recovery_away(soft_lock_dir: Path) -> None:
     )
     assert hunter.stdout.readline().strip() == "joined"
     recovered: list[str] = []
-    with hunt_membership(soft_lock_dir, lambda: recovered.extend(clear_stale_db_lock(soft_lock_dir))):
+    with hunt_membership(
+        soft_lock_dir, lambda: recovered.extend(clear_stale_db_lock(soft_lock_dir))
+    ):
         pass
     assert recovered == [] and db_lock.exists()
 
     hunter.kill()
     hunter.wait()
-    with hunt_membership(soft_lock_dir, lambda: recovered.extend(clear_stale_db_lock(soft_lock_dir))):
+    with hunt_membership(
+        soft_lock_dir, lambda: recovered.extend(clear_stale_db_lock(soft_lock_dir))
+    ):
         pass
     assert not db_lock.exists()
     assert "pid 4242 on other-node" in recovered[0]

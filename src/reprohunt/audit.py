@@ -201,6 +201,11 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
         skip = "set AUDIT_HUNT=1 to re-run the hunt"
     elif spec["n_workers"] != 1 or spec.get("parallel_hunts", 1) != 1:
         skip = "parallel trials do not replay a trial sequence; needs one worker, one hunt"
+    elif (replay := provenance["orion"]["replay"])["expected"] and not replay["intact"]:
+        skip = (
+            "the recorded hunt departed from its seeded trial sequence, so a re-run cannot "
+            "reproduce it: " + "; ".join(replay["departures"])
+        )
     checks.append(
         check(
             "hunt re-run finds the same best params",

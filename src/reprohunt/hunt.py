@@ -88,6 +88,27 @@ def trials_dir(hunt_dir: Path, name: str) -> Path:
     return hunt_dir / name / "trials"
 
 
+def departures_file(hunt_dir: Path, name: str) -> Path:
+    """Where a hunt notes what made its trial sequence depart from a straight run's."""
+    return hunt_dir / name / "departures.txt"
+
+
+def replay(spec: dict[str, Any], hunt_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Whether re-running this hunt must give the same trials: one worker, a seeded algorithm,
+    and no trial that broke or was taken back from a dead worker and run again."""
+    ((_, options),) = spec["algorithm"].items()
+    sequential = spec["n_workers"] == 1 and spec.get("parallel_hunts", 1) == 1
+    departures = []
+    record = departures_file(hunt_dir, result["name"])
+    if record.exists():
+        departures += record.read_text().splitlines()
+    broken = result["status_counts"].get("broken", 0)
+    if broken:
+        departures.append(f"{broken} trial(s) broke")
+    expected = sequential and (options or {}).get("seed") is not None
+    return {"expected": expected, "intact": expected and not departures, "departures": departures}
+
+
 def write_orion_config(spec: dict[str, Any], hunt_dir: Path, name: str) -> Path:
     """The `-c` file of `orion hunt` (storage travels in env vars, so no credentials here)."""
     import yaml
@@ -282,9 +303,12 @@ def join_hunt(
         if pickled:  # alone: no live hunter can be between a trial's result and its record
             dbguard.check(hunt_dir)
         messages = clear_stale_db_lock(hunt_dir) if pickled else []
-        messages += recover_dead_workers(storage, name, spec["max_broken"])
-        for message in messages:
+        trial_messages = recover_dead_workers(storage, name, spec["max_broken"])
+        for message in messages + trial_messages:
             print(f"recovery: {message}", flush=True)
+        if trial_messages:  # retried trials: the seeded sequence no longer replays
+            with departures_file(hunt_dir, name).open("a") as record:
+                record.writelines(f"{message}\n" for message in trial_messages)
 
     with hunt_membership(hunt_dir, recover):
         print(f"orion experiment: {name}\ncommand: {' '.join(command)}", flush=True)
@@ -376,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         return 0
     summary = result | {
+        "replay": replay(spec, hunt_dir, result),
         "storage": public_description(storage),
         "command": command,
         "orion_config": str(hunt_dir / "orion.yaml"),

@@ -192,6 +192,7 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             "max_broken": spec["max_broken"],
             "n_workers": spec["n_workers"],
             "status_counts": hunt["status_counts"],
+            "replay": hunt["replay"],
             "trials": json.loads((hunt_dir / "trials.json").read_text()),
         },
         "best": best,

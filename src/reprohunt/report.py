@@ -100,6 +100,16 @@ def image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def replay_text(replay: dict[str, Any]) -> str:
+    """Whether a re-run replays this hunt's trial sequence, and why not."""
+    if replay["intact"]:
+        return "Seeded, one worker, nothing retried: a re-run replays this trial sequence."
+    if not replay["expected"]:
+        return "Parallel or unseeded: a re-run finds its own trial sequence."
+    departures = html.escape("; ".join(replay["departures"]))
+    return f"<b>The trial sequence departed from the seeded one</b> ({departures})."
+
+
 def render(args: argparse.Namespace) -> str:
     trials = json.loads(args.trials.read_text())
     best = json.loads(args.best.read_text())
@@ -170,6 +180,7 @@ def render(args: argparse.Namespace) -> str:
 <p>Objective: <code>{html.escape(objective)}</code>, {result.objective_value}.</p>
 {table(["split", *metric_names], metric_rows)}
 <h2>Search</h2>
+<p>{replay_text(provenance["orion"]["replay"])}</p>
 {image(args.regret, "best objective so far")}
 {image(args.params, "objective against each hyperparameter")}
 <h3>Search space</h3>
