@@ -391,3 +391,45 @@ def test_damaged_database_is_refused_and_the_snapshot_resumes(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((hunt.hunt_dir / "hunt.json").read_text())["completed"] == 4
     assert len(result_files(hunt.hunt_dir)) == 4  # the 3 earlier trials were kept, not rerun
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a results disk that fills up (needs root's mount, as on CI)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_named_and_the_log_tail_reaches_snakemakes_output(small_disk: Path) -> None:
+    filler = (
+        "import sys\n"
+        "print('step started', flush=True)\n"
+        "with open(sys.argv[1], 'wb') as out:\n"
+        "    out.write(b'x' * 4 * 2**20)\n"
+    )
+    command = [sys.executable, "-m", "reprohunt.logged", str(small_disk / "logs/step.log"), "--"]
+    command += [sys.executable, "-c", filler, str(small_disk / "output.bin")]
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert f"disk full at {small_disk}" in run.stderr
+    assert "step started" in run.stderr and "No space left on device" in run.stderr
+
+
+def test_a_write_that_fills_the_disk_leaves_no_partial_file(small_disk: Path) -> None:
+    from hpopt.files import atomic_path
+
+    with (
+        pytest.raises(OSError, match="No space left"),
+        atomic_path(small_disk / "epoch-001.ckpt") as temp,
+    ):
+        temp.write_bytes(b"x" * 4 * 2**20)
+    assert list(small_disk.iterdir()) == []

@@ -49,8 +49,8 @@ rule hunt_worker:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
-        " --worker {wildcards.worker} --out {output} > {log} 2>&1"
+        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+        " --worker {wildcards.worker} --out {output}"
 
 
 rule hunt:
@@ -72,8 +72,8 @@ rule hunt:
         python=TRAIN_PYTHON,
         mode="--judge" if PARALLEL_HUNTS > 1 else "",
     shell:
-        "{params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
-        " --out {output} {params.mode} > {log} 2>&1"
+        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+        " --out {output} {params.mode}"
 
 
 rule best:
@@ -95,5 +95,5 @@ rule best:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
-        " > {log} 2>&1"
+        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
+        ""

@@ -14,5 +14,5 @@ rule prepare:
         args=cli_flags(config["data"]),
         out=lambda wildcards, output: Path(output.prepared).parent,
     shell:
-        "{params.python} {input.script} {params.args} --out {params.out} --overwrite"
-        " > {log} 2>&1"
+        "{params.python} -m reprohunt.logged {log} -- {params.python} {input.script} {params.args} --out {params.out} --overwrite"
+        ""

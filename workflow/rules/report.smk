@@ -17,8 +17,8 @@ rule provenance:
         workflow_python=WORKFLOW_PYTHON,
         results=lambda wildcards, input: Path(input.data).parent.parent,
     shell:
-        "{params.python} -m reprohunt.provenance --results {params.results}"
-        " --workflow-python {params.workflow_python} --out {output} > {log} 2>&1"
+        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.provenance --results {params.results}"
+        " --workflow-python {params.workflow_python} --out {output}"
 
 
 rule report:
@@ -45,6 +45,6 @@ rule report:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
+        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
         " --metrics {input.metrics} --provenance {input.provenance} --out {output.html}"
-        " --regret {output.regret} --params {output.params} > {log} 2>&1"
+        " --regret {output.regret} --params {output.params}"

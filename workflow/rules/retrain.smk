@@ -20,5 +20,5 @@ rule retrain:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.retrain --spec {input.spec} --best {input.best}"
-        " --data {input.data} --out {output} > {log} 2>&1"
+        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.retrain --spec {input.spec} --best {input.best}"
+        " --data {input.data} --out {output}"

@@ -1,0 +1,73 @@
+"""`python -m reprohunt.logged LOG -- COMMAND…`: run a rule's command, its output into LOG.
+
+Why not `> LOG 2>&1`: when the results disk is full, the log is cut (or empty) exactly where the
+cause is, and Snakemake's own output says only that the rule failed. Here the command's output
+also goes through a small in-memory tail, so on failure the tail reaches Snakemake's output
+(stderr) whatever became of the log, together with "disk full at PATH" when the log's
+filesystem is out of space. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+TAIL_LINES = 30
+# Below this many free bytes a failure is reported as a full disk.
+FULL_BELOW_BYTES = 1 << 20
+
+
+def disk_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+def run(log_path: Path, command: list[str]) -> int:
+    """Run `command`, copying its output to `log_path`; on failure tell stderr why."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
+    log_error: OSError | None = None
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in process.stdout:
+            tail.append(line)
+            if log_error is None:
+                try:
+                    log.write(line)
+                    log.flush()
+                except OSError as error:
+                    log_error = error
+        code = process.wait()
+        if log_error is None:
+            try:
+                log.close()
+            except OSError as error:
+                log_error = error
+    if code == 0 and log_error is None:
+        return 0
+    full = (log_error is not None and log_error.errno == errno.ENOSPC) or disk_full(log_path.parent)
+    cause = f"disk full at {log_path.parent.resolve()}: free space, then rerun. " if full else ""
+    where = f"{log_path} could not be written ({log_error.strerror})" if log_error else log_path
+    sys.stderr.write(f"error: {cause}{' '.join(command[:3])}… exited with {code}; log: {where}\n")
+    sys.stderr.write("".join(line.decode(errors="replace") for line in tail))
+    return code or 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 3 or args[1] != "--":
+        print("usage: python -m reprohunt.logged LOG -- COMMAND [ARGS…]", file=sys.stderr)
+        return 2
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the tail must hold the last lines
+    return run(Path(args[0]), args[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
