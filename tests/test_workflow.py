@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -159,3 +160,32 @@ def test_killed_hunt_resumes_without_losing_trials(tmp_path: Path) -> None:
     # The trials completed before the kill were kept, not run again.
     finished_first = sorted(completed, key=lambda t: t["end_time"])[:done_before]
     assert all(t["end_time"] < completed[-1]["end_time"] for t in finished_first)
+
+
+@pytest.mark.slow
+def test_a_new_best_retrains_in_its_own_folder_and_the_old_run_stays(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """A changed search space (or a raised budget) picks another best: its retraining gets a
+    folder of its own, so it never meets the old run's checkpoints (which it refused to resume
+    from, for good, when both trained into final/), and the old run's result stays."""
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    results = workdir / "results/speaker_id"
+    old_best = json.loads((results / "hunt/best.json").read_text())
+    (old_run,) = (results / "final/runs").iterdir()
+    old_result = (old_run / "metrics.json").read_bytes()
+    other_emb_dim = 48 if old_best["params"]["emb_dim"] != 48 else 24
+    space = {"emb_dim": f"choices([{other_emb_dim}])", "lr": TINY["hunt"]["space"]["lr"]}
+
+    write_config(workdir, merge(TINY, {"hunt": {"space": space}}))
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    best = json.loads((results / "hunt/best.json").read_text())
+    assert best["params"]["emb_dim"] == other_emb_dim
+    metrics = json.loads((results / "final/metrics.json").read_text())
+    assert metrics["params"]["emb_dim"] == other_emb_dim
+    new_run = workdir / metrics["run_folder"]  # relative to the working directory
+    assert new_run.parent == old_run.parent and new_run != old_run
+    assert list(new_run.glob("save/*.ckpt"))
+    assert (old_run / "metrics.json").read_bytes() == old_result
