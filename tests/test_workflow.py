@@ -189,3 +189,22 @@ def test_a_new_best_retrains_in_its_own_folder_and_the_old_run_stays(
     assert new_run.parent == old_run.parent and new_run != old_run
     assert list(new_run.glob("save/*.ckpt"))
     assert (old_run / "metrics.json").read_bytes() == old_result
+
+
+def test_a_read_only_results_folder_is_refused_with_its_path(tmp_path: Path) -> None:
+    write_config(tmp_path, TINY)
+    results = tmp_path / "results/speaker_id"
+    results.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(results)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run = snakemake(tmp_path)
+    finally:
+        subprocess.run(["umount", str(results)], check=True)
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "results folder results/speaker_id is not writable (Read-only file system)" in output
+    assert "Traceback" not in output

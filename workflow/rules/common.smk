@@ -38,6 +38,23 @@ try:
 except RecipeContractError as error:
     raise WorkflowError(str(error))
 RECIPE_DIR = Path(RECIPE["dir"])
+
+
+def check_results_writable(folder: str) -> None:
+    """Refuse an unwritable results folder with its path and the fix (not a traceback later)."""
+    import tempfile
+
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise WorkflowError(
+            f"results folder {folder} is not writable ({error.strerror}): fix its permissions "
+            f"or mount, or change `experiment:` in {CONFIG_FILE} / run from another folder"
+        )
+
+
+if not workflow.dryrun and Path(RESULTS).is_dir():
+    check_results_writable(RESULTS)
 # The recipe's data options, checked by the recipe's own schema when it ships one.
 PREPARE_SCHEMA = RECIPE_DIR / "prepare.schema.yaml"
 if PREPARE_SCHEMA.is_file():
