@@ -101,7 +101,7 @@ def main() -> None:
             "config": {key: config[key] for key in ("data", "recipe", "hunt")},
             "workflow": workflow,
             "rules": rules,
-            "final_metrics": {key: final.get(key) for key in ("valid", "test", "epochs")},
+            "final_metrics": {"metrics": final["metrics"], "epochs": final["epochs"]},
             "hunt": {
                 "trials": len(warm_trials),
                 "warm_s": warm_hunt_s,

@@ -200,7 +200,7 @@ timeout 600 "$venv/bin/torchrun" --standalone --nproc_per_node="$n_ddp" gpu_smok
 # The recipe itself as a DDP job (what a trial with trial.gpus_per_trial: 2 runs), one epoch.
 recipe="$repo/recipes/speaker_id"
 if [[ -f "$recipe/train.py" ]]; then
-    timeout 300 "$venv/bin/python" recipes/speaker_id/speaker_id_prepare.py --source synthetic --seed 7 \
+    timeout 300 "$venv/bin/python" "$recipe/speaker_id_prepare.py" --source synthetic --seed 7 \
         --n-speakers 4 --utts-per-speaker 8 --min-seconds 0.5 --max-seconds 0.8 \
         --out "$work/data" >/dev/null ||
         { echo "gpu-smoke: FAIL preparing the tiny corpus for the recipe step" >&2; exit 1; }
@@ -221,7 +221,7 @@ if metrics.get("processes") != processes or len(epochs) != 1:
     sys.exit(f"gpu-smoke: FAIL recipe DDP run: processes {metrics.get('processes')} (want "
              f"{processes}), {len(epochs)} epoch line(s) in train_log.txt (want 1: rank 0 only)")
 print(f"gpu-smoke: recipe epoch as a {processes}-process DDP job: valid error "
-      f"{metrics['valid']['error']:.3f}, written once by rank 0")
+      f"{metrics['metrics']['valid']['error']:.3f}, written once by rank 0")
 PY
 fi
 echo "gpu-smoke: OK"
