@@ -26,8 +26,10 @@ REQUIRED_KEYS = ("data_folder", "output_folder", "seed")
 # hpopt adds `--trial_id` in a trial (as SpeechBrain's hpopt does): train.yaml or hpopt.yaml
 # must declare it, or HyperPyYAML refuses the override.
 TRIAL_ID_KEY = "trial_id"
-# Files of a recipe folder that are not its code: results of by-hand runs, caches, editor files.
+# Files of a recipe folder that are not its code: results of by-hand runs, caches, editor files,
+# and its documentation (editing a README must not start a new experiment).
 IGNORED_PARTS = {"results", "__pycache__", ".ipynb_checkpoints"}
+IGNORED_SUFFIXES = {".pyc", ".md"}
 
 
 class RecipeContractError(Exception):
@@ -41,13 +43,13 @@ def top_level_keys(yaml_file: Path) -> set[str]:
 
 
 def code_files(folder: Path) -> list[Path]:
-    """Every file of the recipe's code, symlinks followed (shared `*_prepare.py` files are
+    """Every file of the recipe's code (not its docs), symlinks followed (shared `*_prepare.py` files are
     symlinks in SpeechBrain's recipes), in a stable order."""
     files = []
     for root, dirs, names in os.walk(folder, followlinks=True):
         dirs[:] = [name for name in dirs if name not in IGNORED_PARTS and not name.startswith(".")]
         files += [Path(root, name) for name in names if not name.startswith(".")]
-    return sorted(path for path in files if path.suffix != ".pyc")
+    return sorted(path for path in files if path.suffix not in IGNORED_SUFFIXES)
 
 
 def code_hashes(folder: Path) -> dict[str, str]:
