@@ -22,6 +22,12 @@ TRAIN_PYTHON = f"{TRAIN_ENV}/bin/python"
 WORKFLOW_PYTHON = sys.executable
 RECIPE = config["recipe"]
 RECIPE_DIR = RECIPE["dir"]
+# This run's --cores. A cluster executor (profiles/slurm) runs without --cores, and reading
+# workflow.cores would then stop the run: each job's CPUs come from the profile there.
+try:
+    CORES = workflow.cores
+except WorkflowError:
+    CORES = 1
 
 if not IN_IMAGE and not Path(TRAIN_PYTHON).exists():
     raise WorkflowError(

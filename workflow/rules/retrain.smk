@@ -13,7 +13,7 @@ rule retrain:
         f"{RESULTS}/logs/retrain.log",
     benchmark:
         f"{RESULTS}/benchmarks/retrain.tsv"
-    threads: workflow.cores
+    threads: CORES
     params:
         python=TRAIN_PYTHON,
         best=lambda wildcards, input: best_params_args(input.best),
