@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hpopt.pipeline.scheduler import scheduler_facts
+
 # The code's checkout (the package is installed from it), not Snakemake's working directory.
 REPO = Path(__file__).resolve().parents[3]
 LOCKS = REPO / "containers" / "requirements"
@@ -216,6 +218,8 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             },
         },
         "rule_costs": rule_costs(results),
+        # SLURM job id, node and state of each rule that ran on SLURM (Snakemake's cwd).
+        "scheduler": scheduler_facts(Path.cwd()),
     }
     record["checklist"] = checklist(record)
     return record
