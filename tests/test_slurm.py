@@ -11,7 +11,8 @@ runtimes, latency wait) is the profile's own. Four Snakemake runs in all, as few
    command again: every rule a SLURM job, no trial lost or run twice, results equal to a
    local run of the same config (tiny_run), provenance naming each rule's job and node;
 2. hunt.parallel_hunts: 2, two SLURM jobs at once joining one Orion experiment;
-3. a recipe whose every trial crashes: the SLURM job fails naming the trial's log.
+3. a recipe whose every trial crashes: the SLURM job fails naming the trial's log (run
+   alongside 1, to save CI time).
 """
 
 from __future__ import annotations
@@ -146,8 +147,39 @@ def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 6
 
 
 @pytest.fixture(scope="session")
-def cancelled_then_rerun(
+def crash_run(
     cluster: SimpleNamespace, profile: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SimpleNamespace]:
+    """The hunt of a recipe whose every trial crashes, on SLURM, started and left running.
+
+    The default run's fixture starts it first, so that the two overlap (each has one 1-CPU job
+    at a time, the node has 2 CPUs): that saves the suite about 100 s, most of a run's time
+    being Snakemake starting inside jobs and waiting for status checks.
+    """
+    workdir = tmp_path_factory.mktemp("slurm_crash")
+    recipe = str(REPO / "tests/fixtures/crashing_recipe")
+    write_config(workdir, merge(TINY, {"recipe": {"dir": recipe}}))
+    output = workdir / "run.log"
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            snakemake_command(workdir, f"{RESULTS}/hunt/hunt.json", profile=profile),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=cluster.env,
+        )
+    try:
+        yield SimpleNamespace(workdir=workdir, process=process, output=output)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def cancelled_then_rerun(
+    cluster: SimpleNamespace,
+    profile: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    crash_run: SimpleNamespace,  # started first, runs alongside (see crash_run)
 ) -> SimpleNamespace:
     """The default DAG at TINY size on SLURM; its hunt job is cancelled with scancel while a
     trial runs, after one completed; then the same command again.
@@ -316,21 +348,20 @@ def test_parallel_hunts_are_slurm_jobs_joining_one_experiment(
 
 
 def test_crashing_trials_fail_the_slurm_job_naming_the_trial_log(
-    cluster: SimpleNamespace, profile: Path, tmp_path: Path
+    cluster: SimpleNamespace, crash_run: SimpleNamespace
 ) -> None:
-    recipe = str(REPO / "tests/fixtures/crashing_recipe")
-    write_config(tmp_path, merge(TINY, {"recipe": {"dir": recipe}}))
-    run = snakemake(tmp_path, f"{RESULTS}/hunt/hunt.json", profile=profile, env=cluster.env)
-    assert run.returncode != 0
-    out = run.stdout + run.stderr
-    hunt_jobs = [job for job in sacct_jobs(cluster, tmp_path) if job["Comment"] == "rule_hunt"]
+    rc = crash_run.process.wait(timeout=RUN_TIMEOUT_S)
+    assert rc != 0
+    out = crash_run.output.read_text()
+    workdir = crash_run.workdir
+    hunt_jobs = [job for job in sacct_jobs(cluster, workdir) if job["Comment"] == "rule_hunt"]
     assert [job["State"] for job in hunt_jobs] == ["FAILED"], hunt_jobs
     assert f"SLURM-job '{hunt_jobs[0]['JobIDRaw']}' failed, SLURM status is: 'FAILED'" in out
-    log = (tmp_path / RESULTS / "logs" / "hunt.log").read_text()
+    log = (workdir / RESULTS / "logs" / "hunt.log").read_text()
     match = re.search(r"First failing trial's log: (\S+)", log)
     assert match, log[-2000:]
     assert "this recipe always crashes" in Path(match.group(1)).read_text()
     assert "2 trial(s) broke (max_broken is 2); 0 completed" in log
     # show-failed-logs: the reason is on the terminal too, not only in the log file.
     assert "First failing trial's log" in out
-    assert not (tmp_path / RESULTS / "hunt" / "hunt.json").exists()
+    assert not (workdir / RESULTS / "hunt" / "hunt.json").exists()
