@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from hunt_harness import (  # noqa: E402
     REPO,
+    assert_parallel_hunts_joined,
     clean_env,
     make_hunt,
     result_files,
@@ -69,28 +70,7 @@ def test_parallel_hunts_join_one_experiment_through_snakemake(tmp_path: Path) ->
     write_workflow_config(tmp_path, {"hunt": {"parallel_hunts": 2, "max_trials": 5}})
     run = snakemake(tmp_path, "results/speaker_id/hunt/best.json", timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
-    results = tmp_path / "results" / "speaker_id"
-    hunt_dir = results / "hunt"
-    workers = [json.loads((hunt_dir / f"workers/{i}.json").read_text()) for i in range(2)]
-    assert workers[0]["experiment"] == workers[1]["experiment"]
-    assert workers[0]["pid"] != workers[1]["pid"]
-
-    # Each trial ran in exactly one of the two hunt processes, and both took part.
-    ran = [
-        set(re.findall(r"^trial (\w+): exit 0$", log.read_text(), re.M))
-        for log in sorted((results / "logs").glob("hunt_worker_*.log"))
-    ]
-    assert len(ran) == 2 and all(ran), "a hunt process ran no trial"
-    assert not ran[0] & ran[1], "a trial ran in both hunt processes"
-    trials = json.loads((hunt_dir / "trials.json").read_text())
-    completed = {t["id"] for t in trials if t["status"] == "completed"}
-    assert completed == ran[0] | ran[1]
-    assert 5 <= len(completed) <= 6
-
-    summary = json.loads((hunt_dir / "hunt.json").read_text())
-    assert summary["trial_slots"] == 2 and summary["name"] == workers[0]["experiment"]
-    best = json.loads((hunt_dir / "best.json").read_text())
-    assert best["trials_completed"] == len(completed)
+    assert_parallel_hunts_joined(tmp_path / "results" / "speaker_id", workers=2, max_trials=5)
 
 
 def test_gpus_visible_takes_the_jobs_devices() -> None:

@@ -61,24 +61,34 @@ def write_config(workdir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def snakemake_command(workdir: Path, *args: str) -> list[str]:
-    """`snakemake --cores 2 ARGS` in `workdir` with the repository's Snakefile and profile."""
-    return [
-        str(SNAKEMAKE),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--workflow-profile",
-        str(REPO / "profiles" / "default"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
+def snakemake_command(workdir: Path, *args: str, profile: Path | None = None) -> list[str]:
+    """`snakemake --cores 2 ARGS` in `workdir` with the repository's Snakefile and profile.
+
+    With `profile` (a SLURM workflow profile, see tests/test_slurm.py): `snakemake --executor
+    slurm --workflow-profile PROFILE ARGS`, without --cores, as a user runs it.
+    """
+    where = ["--snakefile", str(REPO / "Snakefile")]
+    if profile is None:
+        where += ["--workflow-profile", str(REPO / "profiles" / "default")]
+        run_on = ["--cores", "2"]
+    else:
+        where += ["--workflow-profile", str(profile)]
+        run_on = ["--executor", "slurm"]
+    return [str(SNAKEMAKE), *where, "--directory", str(workdir), *run_on, *args]
 
 
-def snakemake(workdir: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path,
+    *args: str,
+    timeout: float = 1200,
+    profile: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run `snakemake_command` to completion, capturing its output."""
     return subprocess.run(
-        snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout
+        snakemake_command(workdir, *args, profile=profile),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )

@@ -24,6 +24,7 @@ from typing import Any
 
 from hpopt.files import sha256_file, sha256_text
 from reprohunt.result import load as load_result
+from reprohunt.scheduler import scheduler_facts
 
 # The code's checkout (the package is installed from it), not Snakemake's working directory.
 REPO = Path(__file__).resolve().parents[2]
@@ -210,6 +211,8 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             },
         },
         "rule_costs": rule_costs(results),
+        # SLURM job id, node and state of each rule that ran on SLURM (Snakemake's cwd).
+        "scheduler": scheduler_facts(Path.cwd()),
     }
     record["checklist"] = checklist(record)
     return record

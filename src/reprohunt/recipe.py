@@ -43,8 +43,8 @@ def top_level_keys(yaml_file: Path) -> set[str]:
 
 
 def code_files(folder: Path) -> list[Path]:
-    """Every file of the recipe's code (not its docs), symlinks followed (shared `*_prepare.py` files are
-    symlinks in SpeechBrain's recipes), in a stable order."""
+    """Every file of the recipe's code (not its docs), in a stable order; symlinks followed
+    (shared `*_prepare.py` files are symlinks in SpeechBrain's recipes)."""
     files = []
     for root, dirs, names in os.walk(folder, followlinks=True):
         dirs[:] = [name for name in dirs if name not in IGNORED_PARTS and not name.startswith(".")]

@@ -26,6 +26,12 @@ IN_IMAGE = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment
 TRAIN_PYTHON = f"{TRAIN_ENV}/bin/python"
 # The workflow env's interpreter: provenance records its `pip freeze` too.
 WORKFLOW_PYTHON = sys.executable
+# This run's --cores. A cluster executor (profiles/slurm) runs without --cores, and reading
+# workflow.cores would then stop the run: each job's CPUs come from the profile there.
+try:
+    CORES = workflow.cores
+except WorkflowError:
+    CORES = 1
 
 if not IN_IMAGE and not Path(TRAIN_PYTHON).exists():
     raise WorkflowError(

@@ -45,7 +45,7 @@ rule hunt_worker:
     wildcard_constraints:
         worker=r"\d+",
     # Locally the workers share the cores; on SLURM each job gets its own node's CPUs.
-    threads: max(1, workflow.cores // PARALLEL_HUNTS)
+    threads: max(1, CORES // PARALLEL_HUNTS)
     params:
         python=TRAIN_PYTHON,
     shell:
@@ -67,7 +67,7 @@ rule hunt:
         f"{RESULTS}/logs/hunt.log",
     benchmark:
         f"{RESULTS}/benchmarks/hunt.tsv"
-    threads: workflow.cores if PARALLEL_HUNTS == 1 else 1
+    threads: CORES if PARALLEL_HUNTS == 1 else 1
     params:
         python=TRAIN_PYTHON,
         mode="--judge" if PARALLEL_HUNTS > 1 else "",

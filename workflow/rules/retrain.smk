@@ -16,7 +16,7 @@ rule retrain:
         f"{RESULTS}/logs/retrain.log",
     benchmark:
         f"{RESULTS}/benchmarks/retrain.tsv"
-    threads: workflow.cores
+    threads: CORES
     params:
         python=TRAIN_PYTHON,
     shell:
