@@ -277,9 +277,9 @@ def test_cancelled_hunt_job_keeps_its_trials_and_the_rerun_finishes(
     rerun_log = run.results / "logs" / "hunt.log"
     begun_again, done_again = trial_lines(rerun_log)
     assert not set(begun_again) & run.done_before, "a completed trial was run again"
-    if run.running_at_cancel:  # the trial the cancel interrupted is run again, once
-        assert "recovery:" in rerun_log.read_text()
-        assert run.running_at_cancel <= done_again
+    # The trial the cancel interrupted is run again, once: released by Orion itself on scancel's
+    # SIGTERM, or returned to the pool by the rerun's recovery where Orion could not.
+    assert run.running_at_cancel <= done_again
     trials = json.loads((run.results / "hunt" / "trials.json").read_text())
     completed = {t["id"] for t in trials if t["status"] == "completed"}
     assert completed == run.done_before | done_again
