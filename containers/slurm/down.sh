@@ -18,15 +18,8 @@ export SLURM_CONF=$STATE/etc/slurm.conf
 
 log() { echo "slurm-down: $*" >&2; }
 
-pid_of() {
-  local file=$STATE/run/$1.pid pid
-  [[ -s $file ]] || return 1
-  pid=$(tr -dc '0-9' <"$file")
-  [[ -n $pid && -r /proc/$pid/environ ]] || return 1
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "REPROHUNT_SLURM_STATE=$STATE" ||
-    return 1
-  echo "$pid"
-}
+# shellcheck source=containers/slurm/pid-of.sh
+source "$REPO/containers/slurm/pid-of.sh"
 
 stop() {
   local name=$1 pid deadline started=$SECONDS

@@ -78,16 +78,8 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# A PID file names one of our daemons when the process lives and carries our marker variable.
-pid_of() {
-  local file=$STATE/run/$1.pid pid
-  [[ -s $file ]] || return 1
-  pid=$(tr -dc '0-9' <"$file")
-  [[ -n $pid && -r /proc/$pid/environ ]] || return 1
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "REPROHUNT_SLURM_STATE=$STATE" ||
-    return 1
-  echo "$pid"
-}
+# shellcheck source=containers/slurm/pid-of.sh
+source "$REPO/containers/slurm/pid-of.sh"
 
 wait_for() {
   local what=$1 logfile=$2
