@@ -84,14 +84,18 @@ def recipe_defaults() -> dict[str, Any]:
     return load_hyperpyyaml(TRAIN_YAML.read_text(), {"data_folder": "unused"})
 
 
+def hpopt_epochs() -> int:
+    """hpopt.yaml's number_of_epochs: the budget of a trial without a fidelity dimension."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    return int(load_hyperpyyaml(HPOPT_YAML.read_text())["number_of_epochs"])
+
+
 def default_prepare_args() -> list[str]:
     """The arguments the workflow's prepare rule gives for config/config.yaml's data section."""
-    data = CONFIG["data"]
-    args = ["--source", data["source"], "--n-mels", str(data["n_mels"])]
-    for key, value in (data.get(data["source"]) or {}).items():
-        if value is not None:
-            args += [f"--{key.replace('_', '-')}", str(value)]
-    return args
+    from reprohunt.recipe import prepare_flags
+
+    return prepare_flags(CONFIG["data"])
 
 
 def corpus(args: argparse.Namespace) -> Path:

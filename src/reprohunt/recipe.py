@@ -147,6 +147,27 @@ def check_space(space: Iterable[str], recipe: Mapping[str, Any], config_file: st
         )
 
 
+def prepare_flags(options: Mapping[str, Any]) -> list[str]:
+    """The workflow's ``data:`` section as the prepare script's argv (the prepare rule, the bench).
+
+    ``{"split_ratio": [40, 30, 30], "source": "synthetic", "synthetic": {"seed": 1}}`` gives
+    ``--split-ratio 40 30 30 --source synthetic --seed 1``: nested options (one group per data
+    source) only for the selected ``source``, a list as one flag with several values (argparse
+    ``nargs``), None left out.
+    """
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, Mapping):
+            if key == options.get("source"):
+                argv += prepare_flags(value)
+        elif isinstance(value, list):
+            argv += [flag, *(str(item) for item in value)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
 def overrides(values: Mapping[str, Any]) -> list[str]:
     """``{"lr": 0.01}`` as ``["--lr", "0.01"]``, in key order, for the recipe's command line."""
     return [item for key, value in sorted(values.items()) for item in (f"--{key}", str(value))]

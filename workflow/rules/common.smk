@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 # The recipe contract (stdlib-only module of the pipeline package), checked before any job.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from reprohunt.recipe import RecipeContractError, check_space, describe
+from reprohunt.recipe import RecipeContractError, check_space, describe, prepare_flags
 
 # The config file actually used: a --configfile replaces config/config.yaml (see Snakefile).
 CONFIG_FILE = str((workflow.config_settings.configfiles or ["config/config.yaml"])[-1])
@@ -65,21 +65,6 @@ if not workflow.dryrun and Path(RESULTS).is_dir():
 PREPARE_SCHEMA = RECIPE_DIR / "prepare.schema.yaml"
 if PREPARE_SCHEMA.is_file():
     validate(config["data"], schema=str(PREPARE_SCHEMA.resolve()))
-
-
-def cli_flags(options: dict) -> str:
-    """`{"n_speakers": 8, "synthetic": {"seed": 1}}` -> `--n-speakers 8 --seed 1`.
-
-    Nested options (one group per data source) are passed only for the selected `source`.
-    """
-    flags = []
-    for key, value in options.items():
-        if isinstance(value, dict):
-            if key == options.get("source"):
-                flags.append(cli_flags(value))
-        elif value is not None:
-            flags.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
-    return " ".join(flag for flag in flags if flag)
 
 
 def hunt_spec() -> dict:

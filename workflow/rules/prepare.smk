@@ -11,7 +11,7 @@ rule prepare:
         f"{RESULTS}/benchmarks/prepare.tsv"
     params:
         python=TRAIN_PYTHON,
-        args=cli_flags(config["data"]),
+        args=shlex.join(prepare_flags(config["data"])),
         out=lambda wildcards, output: Path(output.prepared).parent,
     shell:
         "{params.python} -m reprohunt.logged {log} -- {params.python} {input.script} {params.args} --out {params.out} --overwrite"
