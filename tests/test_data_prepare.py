@@ -12,6 +12,7 @@ import soundfile as sf
 from conftest import TINY_PREPARE_ARGS, run_prepare
 
 from hpopt.files import digest_of, sha256_file
+from reprohunt.recipe import prepare_flags
 
 SPLITS = ("train", "valid", "test")
 
@@ -119,6 +120,29 @@ def test_split_seed_changes_the_split_not_the_speakers(prepared_tiny: Path, tmp_
         != _json(prepared_tiny / "manifests/valid.json").keys()
     )
     assert _json(out / "manifests/labels.json") == _json(prepared_tiny / "manifests/labels.json")
+
+
+def test_the_workflows_data_section_reaches_the_prepare_script(tmp_path: Path) -> None:
+    """prepare_flags (the prepare rule's arguments) as the script parses them: the list-valued
+    split_ratio, only the selected source's group, and no None value."""
+    data = {
+        "source": "synthetic",
+        "n_mels": 24,
+        "split_ratio": [40, 30, 30],
+        "synthetic": {"seed": 7, "n_speakers": 2, "utts_per_speaker": 10},
+        "minilibrispeech": {"download_dir": "unused", "extracted": None},
+    }
+    argv = prepare_flags(data)
+    assert argv == [
+        *("--source", "synthetic", "--n-mels", "24", "--split-ratio", "40", "30", "30"),
+        *("--seed", "7", "--n-speakers", "2", "--utts-per-speaker", "10"),
+    ]
+    out = tmp_path / "prepared"
+    finished = run_prepare(*argv, "--min-seconds", "0.3", "--max-seconds", "0.4", "--out", str(out))
+    assert finished.returncode == 0, finished.stderr
+    summary = _json(out / "prepared.json")
+    assert summary["split_ratio"] == [40, 30, 30] and summary["n_mels"] == 24
+    assert summary["counts"] == {"train": 8, "valid": 6, "test": 6}
 
 
 @pytest.mark.parametrize(

@@ -47,10 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--n-mels", type=int, default=DEFAULT_N_MELS, help="log-mel bands (40)")
     parser.add_argument(
-        "--split-seed", type=int, default=DEFAULT_SPLIT_SEED, help="seed of the 80/10/10 split"
+        "--split-seed", type=int, default=DEFAULT_SPLIT_SEED, help="seed of the split"
     )
     parser.add_argument(
-        "--split-ratio", type=int, nargs=3, default=[80, 10, 10], metavar=("TRAIN", "VALID", "TEST")
+        "--split-ratio",
+        type=int,
+        nargs=3,
+        default=[80, 10, 10],
+        metavar=("TRAIN", "VALID", "TEST"),
+        help="percentages of each speaker's utterances (80 10 10)",
     )
     synthetic = parser.add_argument_group("--source synthetic")
     defaults = SyntheticConfig()
