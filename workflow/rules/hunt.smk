@@ -67,7 +67,8 @@ rule hunt:
         f"{RESULTS}/logs/hunt.log",
     benchmark:
         f"{RESULTS}/benchmarks/hunt.tsv"
-    threads: CORES if PARALLEL_HUNTS == 1 else 1
+    # One core per trial slot, so that the untuned baseline's runs (final stage) go alongside.
+    threads: min(CORES, config["hunt"]["n_workers"]) if PARALLEL_HUNTS == 1 else 1
     params:
         python=TRAIN_PYTHON,
         mode="--judge" if PARALLEL_HUNTS > 1 else "",
