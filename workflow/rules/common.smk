@@ -118,3 +118,19 @@ def hunt_spec() -> dict:
     if gpus_per_trial > 1:
         spec["gpus_per_trial"] = gpus_per_trial
     return spec
+
+
+# The final stage (workflow/rules/retrain.smk): tuned and untuned runs at each of these seeds.
+FINAL_SEEDS = config["final"]["seeds"]
+BEST = f"{RESULTS}/hunt/best.json"
+
+
+def final_result(arm: str, seed: int) -> str:
+    return f"{RESULTS}/final/{arm}/seed{seed}/metrics.json"
+
+
+def final_threads() -> int:
+    """Cores one final run uses: recipe.args.num_threads when fixed there (null: every core
+    the process may use), else 1, what both shipped recipes' train.yaml set."""
+    threads = RECIPE["args"].get("num_threads", 1)
+    return CORES if threads is None else max(1, int(threads))
