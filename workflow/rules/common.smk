@@ -130,7 +130,9 @@ def final_result(arm: str, seed: int) -> str:
 
 
 def final_threads() -> int:
-    """Cores one final run uses: recipe.args.num_threads when fixed there (null: every core
-    the process may use), else 1, what both shipped recipes' train.yaml set."""
-    threads = RECIPE["args"].get("num_threads", 1)
-    return CORES if threads is None else max(1, int(threads))
+    """Cores one final run uses, so that parallel runs never oversubscribe the machine:
+    recipe.args.num_threads when it fixes a count, every core when it passes another value
+    (`"null"`: the recipe then uses every core it may), else 1, what both shipped recipes'
+    train.yaml set."""
+    threads = str(RECIPE["args"].get("num_threads", 1))
+    return max(1, int(threads)) if threads.isdigit() else CORES
