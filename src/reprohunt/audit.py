@@ -45,6 +45,10 @@ from reprohunt.result import load as load_result
 # kernels are not bit-reproducible across runs even with deterministic flags.
 GPU_TOLERANCE = 0.02
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+PREDATES_FINAL_STAGE = (
+    "provenance.json has no `final` section: the result predates the final stage (tuned and "
+    "untuned runs at several seeds); rerun the workflow to make one"
+)
 
 
 def check(name: str, problems: list[str], skip_reason: str | None = None) -> dict[str, Any]:
@@ -177,13 +181,18 @@ def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
                 problems.append(f"{result.path} differs from the one recorded in provenance.json")
             runs[arm].append(result)
     path = final / "comparison.json"
+    if not path.is_file():
+        return [*problems, f"{path} not found"]
     comparison = json.loads(path.read_text())
     if comparison != recorded["comparison"]:
         problems.append(f"{path} differs from the comparison recorded in provenance.json")
-    if problems:
-        return problems
-    recomputed = compare.compare(seeds, runs[TUNED], runs[UNTUNED])
-    return [
+    if any(len(arm_runs) != len(seeds) for arm_runs in runs.values()):
+        return problems  # an unreadable per-seed result, named above: nothing to recompute
+    try:
+        recomputed = compare.compare(seeds, runs[TUNED], runs[UNTUNED])
+    except ResultError as error:
+        return [*problems, f"the comparison cannot be recomputed: {error}"]
+    return problems + [
         f"{path}: {key}: recorded {value!r}, recomputed from the per-seed results {new!r}"
         for key, value, new in differences(comparison, recomputed)
     ]
@@ -268,15 +277,16 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
             env_problems("workflow", envs["workflow"], workflow_python, locks),
         ),
         check("data and features re-hashed", data_problems(results, provenance)),
-        check(
-            "retraining reproduces the final runs (first seed, both arms)",
-            final_run_problems(results, provenance),
-        ),
-        check(
-            "comparison recomputed from the per-seed results",
-            comparison_problems(results, provenance),
-        ),
     ]
+    final_checks = {
+        "retraining reproduces the final runs (first seed, both arms)": final_run_problems,
+        "comparison recomputed from the per-seed results": comparison_problems,
+    }
+    for name, problems in final_checks.items():
+        if "final" not in provenance:
+            checks.append(check(name, [PREDATES_FINAL_STAGE]))
+        else:
+            checks.append(check(name, problems(results, provenance)))
     spec = json.loads((results / "hunt" / "spec.json").read_text())
     skip = None
     if not rerun_hunt:
