@@ -47,8 +47,14 @@ def test_untouched_run_audits_pass(tiny_run: Path, tmp_path: Path) -> None:
     report = json.loads((workdir / EXPERIMENT / "audit/audit.json").read_text())
     assert report["passed"] is True
     statuses = {check["check"]: check["status"] for check in report["checks"]}
-    assert statuses["retraining reproduces the final metrics"] == "PASS"
+    assert statuses["retraining reproduces the final runs (first seed, both arms)"] == "PASS"
+    assert statuses["comparison recomputed from the per-seed results"] == "PASS"
     assert statuses["data and features re-hashed"] == "PASS"
+    # One seed of each arm retrained, in the audit's own folder.
+    assert sorted(p.name for p in (workdir / EXPERIMENT / "audit/final").iterdir()) == [
+        "tuned-seed1986",
+        "untuned-seed1986",
+    ]
     assert re.search(r"^PASS\s+train env matches lock and record", run.stdout, re.M)
 
 
@@ -63,6 +69,11 @@ def test_tampering_fails_the_audit_naming_what_differs(tiny_run: Path, tmp_path:
     metrics = json.loads((results / "final/metrics.json").read_text())
     metrics["metrics"]["test"]["error"] += 0.125
     (results / "final/metrics.json").write_text(json.dumps(metrics))
+    # A seed the audit does not retrain: only the recomputed comparison can catch it.
+    per_seed = results / "final/untuned/seed1987/metrics.json"
+    untuned = json.loads(per_seed.read_text())
+    untuned["metrics"]["test"]["error"] += 0.125
+    per_seed.write_text(json.dumps(untuned))
     locks = tmp_path / "locks"
     shutil.copytree(REPO / "containers/requirements", locks)
     lock = (
@@ -80,12 +91,34 @@ def test_tampering_fails_the_audit_naming_what_differs(tiny_run: Path, tmp_path:
     assert re.search(r"^FAIL\s+data and features re-hashed", out, re.M)
     assert re.search(rf"changed: \S*{re.escape(audio.name)} \(sha256", out)
     assert re.search(r"changed: \S*features/valid\.npy \(sha256", out)
-    assert re.search(r"^FAIL\s+retraining reproduces the final metrics", out, re.M)
-    assert "test.error: recorded" in out
+    assert re.search(r"^FAIL\s+retraining reproduces the final runs", out, re.M)
+    assert "final/metrics.json: test.error: recorded" in out
     assert "differs from the final metrics recorded in provenance.json" in out
+    assert re.search(r"^FAIL\s+comparison recomputed from the per-seed results", out, re.M)
+    assert "final/untuned/seed1987/metrics.json differs from the one recorded" in out
+    assert "comparison.json: splits.test.untuned.values[1]: recorded" in out
     assert json.loads((results / "audit/audit.json").read_text())["passed"] is False
     # The audit never edits what it audits.
     assert {name: (results / name).read_bytes() for name in record} == record
+
+
+@pytest.mark.slow
+def test_a_tampered_comparison_fails_the_audit(tiny_run: Path, tmp_path: Path) -> None:
+    workdir = copy_run(tiny_run, tmp_path)
+    path = workdir / EXPERIMENT / "final/comparison.json"
+    comparison = json.loads(path.read_text())
+    comparison["verdict_text"] = "tuning helped: forged"
+    comparison["splits"]["test"]["difference"]["ci"] = [-0.5, -0.25]
+    path.write_text(json.dumps(comparison))
+
+    run = audit(workdir)
+    assert run.returncode == 1, run.stdout
+    out = run.stdout
+    assert re.search(r"^FAIL\s+comparison recomputed from the per-seed results", out, re.M)
+    assert re.search(r"^PASS\s+retraining reproduces the final runs", out, re.M)
+    assert "comparison.json differs from the comparison recorded in provenance.json" in out
+    assert "comparison.json: verdict_text: recorded 'tuning helped: forged', recomputed" in out
+    assert "comparison.json: splits.test.difference.ci[0]: recorded -0.5" in out
 
 
 @pytest.mark.slow
@@ -99,5 +132,7 @@ def test_two_runs_in_fresh_folders_agree_bit_for_bit(tiny_run: Path, tmp_path: P
     assert best[0]["objective"] == best[1]["objective"]
     metrics = [json.loads((r / "final/metrics.json").read_text()) for r in (first, second)]
     assert metrics[0]["metrics"] == metrics[1]["metrics"]
+    comparisons = [json.loads((r / "final/comparison.json").read_text()) for r in (first, second)]
+    assert comparisons[0] == comparisons[1]
     data = [json.loads((r / "data/prepared.json").read_text()) for r in (first, second)]
     assert data[0]["features_sha256"] == data[1]["features_sha256"]

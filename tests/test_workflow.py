@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import math
 import os
 import re
 import shutil
@@ -101,29 +103,88 @@ def test_end_to_end_then_rerun_does_nothing(tiny_run: Path) -> None:
     for trial_log in (results / "hunt").glob("*/trials/*/trial.log"):
         assert "running the trial cold" not in trial_log.read_text(), trial_log
 
-    metrics = json.loads((results / "final/metrics.json").read_text())
-    assert 0.0 <= metrics["metrics"]["test"]["error"] <= 1.0
-    assert metrics["params"]["emb_dim"] == best["params"]["emb_dim"]
-    assert list((results / "final/runs").glob("*/save/*.ckpt")), "retraining wrote no checkpoint"
+    # The final stage: each seed's tuned (best params) and untuned (train.yaml) run, in a run
+    # folder of its own; the delivered model is the tuned run at the first seed.
+    runs = {
+        (arm, seed): json.loads((results / f"final/{arm}/seed{seed}/metrics.json").read_text())
+        for arm in ("tuned", "untuned")
+        for seed in FINAL_SEEDS
+    }
+    for (arm, seed), metrics in runs.items():
+        assert 0.0 <= metrics["metrics"]["test"]["error"] <= 1.0
+        assert metrics["seed"] == seed
+        expected_emb_dim = best["params"]["emb_dim"] if arm == "tuned" else TRAIN_YAML_EMB_DIM
+        assert metrics["params"]["emb_dim"] == expected_emb_dim
+        assert list((tiny_run / metrics["run_folder"]).glob("save/*.ckpt")), (arm, seed)
+    assert len({metrics["run_folder"] for metrics in runs.values()}) == len(runs)
+    delivered = json.loads((results / "final/metrics.json").read_text())
+    assert delivered == runs["tuned", FINAL_SEEDS[0]]
+
+    comparison = json.loads((results / "final/comparison.json").read_text())
+    assert comparison["seeds"] == FINAL_SEEDS and comparison["metric"] == "error"
+    assert_comparison_by_hand(comparison, runs)
 
     provenance = json.loads((results / "provenance.json").read_text())
     assert provenance["orion"]["experiment"] == best["experiment"]
     assert len(provenance["orion"]["trials"]) == len(trials)
     assert provenance["environments"]["train"]["pip_freeze"]
-    assert "retrain" in provenance["rule_costs"]
-    assert "reprohunt.retrain" in provenance["commands"]["retrain"]
+    assert {f"retrain_{arm}_seed{seed}" for arm, seed in runs} <= set(provenance["rule_costs"])
+    assert "--seed 1987 --best" in provenance["commands"]["retrain"]["tuned/seed1987"]
+    assert "--best" not in provenance["commands"]["retrain"]["untuned/seed1987"]
+    assert provenance["final"]["comparison"] == comparison
+    assert provenance["final"]["runs"]["untuned"]["1988"] == runs["untuned", 1988]
+    assert provenance["seeds"]["final"] == FINAL_SEEDS
     assert provenance["recipe"]["code"]["train.py"] == sha256_file(
         REPO / "recipes/speaker_id/train.py"
     )
 
     report = (results / "report.html").read_text()
     assert best["trial_id"] in report and "data:image/png;base64," in report
-    for plot in ("regret.png", "params.png"):
+    assert html.escape(comparison["verdict_text"]) in report
+    for plot in ("regret.png", "params.png", "comparison.png"):
         assert (results / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
 
     again = snakemake(tiny_run)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+# The schema's default final.seeds (TINY keeps them) and train.yaml's own emb_dim and lr.
+FINAL_SEEDS = [1986, 1987, 1988]
+TRAIN_YAML_EMB_DIM, TRAIN_YAML_LR = 128, 0.003
+# Student-t 0.975 quantile for 2 degrees of freedom, (2p - 1) / sqrt(2p(1 - p)) at p = 0.975.
+T_975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+
+
+def assert_comparison_by_hand(comparison: dict, runs: dict) -> None:
+    """comparison.json's statistics, recomputed with plain arithmetic from the per-seed files."""
+    assert len(FINAL_SEEDS) == 3  # T_975_DF2 is for 3 seeds
+    for split in ("test", "valid"):
+        arms = {
+            arm: [runs[arm, seed]["metrics"][split]["error"] for seed in FINAL_SEEDS]
+            for arm in ("tuned", "untuned")
+        }
+        recorded = comparison["splits"][split]
+        for arm, values in arms.items():
+            mean = sum(values) / 3
+            assert recorded[arm]["values"] == values
+            assert recorded[arm]["mean"] == pytest.approx(mean, abs=1e-12)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+            assert recorded[arm]["std"] == pytest.approx(std, abs=1e-12)
+        differences = [a - b for a, b in zip(arms["tuned"], arms["untuned"], strict=True)]
+        mean = sum(differences) / 3
+        half = T_975_DF2 * math.sqrt(sum((d - mean) ** 2 for d in differences) / 2) / math.sqrt(3)
+        assert recorded["difference"]["values"] == differences
+        assert recorded["difference"]["mean"] == pytest.approx(mean, abs=1e-12)
+        assert recorded["difference"]["ci"] == pytest.approx([mean - half, mean + half], abs=1e-9)
+        untuned_mean = sum(arms["untuned"]) / 3
+        if untuned_mean:
+            assert recorded["ratio"] == pytest.approx(sum(arms["tuned"]) / 3 / untuned_mean)
+        if split == "test":
+            low, high = mean - half, mean + half
+            expected = "helped" if high < 0 else "hurt" if low > 0 else "did not help"
+            assert comparison["verdict"] == expected
+            assert comparison["verdict_text"].startswith(f"tuning {expected}: test error ")
 
 
 def completed_count(hunt_log: Path) -> int:
@@ -163,32 +224,60 @@ def test_killed_hunt_resumes_without_losing_trials(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_new_best_retrains_in_its_own_folder_and_the_old_run_stays(
+def test_a_search_of_train_yaml_alone_did_not_help_and_retrains_only_the_tuned_arm(
     tiny_run: Path, tmp_path: Path
 ) -> None:
-    """A changed search space (or a raised budget) picks another best: its retraining gets a
-    folder of its own, so it never meets the old run's checkpoints (which it refused to resume
-    from, for good, when both trained into final/), and the old run's result stays."""
+    """A search space of one point, train.yaml's own values: the verdict must be "did not help"
+    (tuned and untuned train identically at every seed), so the verdict can fail. The new best
+    retrains in folders of its own (never meeting the old runs' checkpoints, which it refused to
+    resume from, for good, when both trained into final/), the old runs stay, and the untuned
+    runs, which do not depend on the hunt, are not rerun."""
     workdir = tmp_path / "run"
     shutil.copytree(tiny_run, workdir, symlinks=True)
     results = workdir / "results/speaker_id"
     old_best = json.loads((results / "hunt/best.json").read_text())
-    (old_run,) = (results / "final/runs").iterdir()
-    old_result = (old_run / "metrics.json").read_bytes()
-    other_emb_dim = 48 if old_best["params"]["emb_dim"] != 48 else 24
-    space = {"emb_dim": f"choices([{other_emb_dim}])", "lr": TINY["hunt"]["space"]["lr"]}
+    assert old_best["params"]["emb_dim"] != TRAIN_YAML_EMB_DIM
+    old_runs = {
+        path: (path / "metrics.json").read_bytes() for path in (results / "final/runs").iterdir()
+    }
+    untuned = {seed: results / f"final/untuned/seed{seed}/metrics.json" for seed in FINAL_SEEDS}
+    untuned_before = {
+        seed: (path.read_bytes(), path.stat().st_mtime_ns) for seed, path in untuned.items()
+    }
+    space = {
+        "emb_dim": f"choices([{TRAIN_YAML_EMB_DIM}])",
+        "lr": f"choices([{TRAIN_YAML_LR}])",
+    }
 
-    write_config(workdir, merge(TINY, {"hunt": {"space": space}}))
+    write_config(workdir, merge(TINY, {"hunt": {"space": space, "max_trials": 1}}))
     run = snakemake(workdir)
     assert run.returncode == 0, run.stderr[-4000:]
     best = json.loads((results / "hunt/best.json").read_text())
-    assert best["params"]["emb_dim"] == other_emb_dim
+    assert best["params"] == {"emb_dim": TRAIN_YAML_EMB_DIM, "lr": TRAIN_YAML_LR}
+    # Only the tuned arm retrains (one job per seed); the untuned files stay as they were.
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout + run.stderr, re.M))
+    assert jobs["retrain"] == str(len(FINAL_SEEDS)), jobs
+    assert {
+        seed: (path.read_bytes(), path.stat().st_mtime_ns) for seed, path in untuned.items()
+    } == untuned_before
+
+    comparison = json.loads((results / "final/comparison.json").read_text())
+    assert comparison["verdict"] == "did not help"
+    for split in ("test", "valid"):
+        arms = comparison["splits"][split]
+        assert arms["tuned"]["values"] == arms["untuned"]["values"]
+        assert arms["difference"]["values"] == [0.0] * len(FINAL_SEEDS)
+        assert arms["difference"]["ci"] == [0.0, 0.0]
+    # The run ends by printing the verdict.
+    assert comparison["verdict_text"].startswith("tuning did not help: test error")
+    assert comparison["verdict_text"] in run.stdout + run.stderr
+
     metrics = json.loads((results / "final/metrics.json").read_text())
-    assert metrics["params"]["emb_dim"] == other_emb_dim
+    assert metrics["params"]["emb_dim"] == TRAIN_YAML_EMB_DIM
     new_run = workdir / metrics["run_folder"]  # relative to the working directory
-    assert new_run.parent == old_run.parent and new_run != old_run
+    assert new_run.parent == results / "final/runs" and new_run not in old_runs
     assert list(new_run.glob("save/*.ckpt"))
-    assert (old_run / "metrics.json").read_bytes() == old_result
+    assert {path: (path / "metrics.json").read_bytes() for path in old_runs} == old_runs
 
 
 def test_a_read_only_results_folder_is_refused_with_its_path(tmp_path: Path) -> None:

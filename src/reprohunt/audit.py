@@ -9,11 +9,15 @@ under `<results>/audit/`.
    `pip freeze` (every difference listed);
 2. data: every audio, manifest and feature file re-hashed (`reprohunt.dataverify`), and the hashes
    file itself against the record;
-3. retraining: the final model retrained from the recorded best params in a fresh folder, its
-   objective and every test metric compared with the recorded ones through the result contract
-   (bit-identical on CPU, within GPU_TOLERANCE on GPU): a recorded result that does not name
-   them fails, so this check can never pass without comparing;
-4. with AUDIT_HUNT=1: the whole hunt re-run as a new experiment, which must find the same best
+3. final runs: the first final seed of each arm (tuned: the recorded best params; untuned:
+   train.yaml as is) retrained in a fresh folder, its objective and every test metric compared
+   with the recorded per-seed result (and the tuned one with the delivered final/metrics.json)
+   through the result contract (bit-identical on CPU, within GPU_TOLERANCE on GPU): a recorded
+   result that does not name them fails, so this check can never pass without comparing;
+4. comparison: every per-seed result against the record, and final/comparison.json against
+   the record and against the comparison recomputed from the per-seed results (reprohunt.compare),
+   so a tampered per-seed file (of any seed) or comparison fails;
+5. with AUDIT_HUNT=1: the whole hunt re-run as a new experiment, which must find the same best
    params (a seeded sequential search replays its trial sequence).
 Prints a PASS/FAIL table, writes `audit/audit.json`, and exits 1 on any FAIL.
 """
@@ -31,15 +35,20 @@ from pathlib import Path
 from typing import Any
 
 from hpopt.files import sha256_file
-from reprohunt import retrain
+from reprohunt import compare, retrain
+from reprohunt.compare import ARMS, TUNED, UNTUNED, arm_result
 from reprohunt.provenance import LOCKS, pip_freeze
-from reprohunt.result import ResultError
+from reprohunt.result import Result, ResultError
 from reprohunt.result import load as load_result
 
 # Absolute tolerance on a retrained error/loss when the original ran on a GPU: cuDNN/cuBLAS
 # kernels are not bit-reproducible across runs even with deterministic flags.
 GPU_TOLERANCE = 0.02
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+PREDATES_FINAL_STAGE = (
+    "provenance.json has no `final` section: the result predates the final stage (tuned and "
+    "untuned runs at several seeds); rerun the workflow to make one"
+)
 
 
 def check(name: str, problems: list[str], skip_reason: str | None = None) -> dict[str, Any]:
@@ -103,35 +112,110 @@ def data_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
     return problems
 
 
-def retrain_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
-    """Retrain from the record and compare the objective and every test metric."""
-    recipe = provenance["recipe"]
+def final_run_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+    """Retrain one seed of each arm from the record and compare the objective and every test
+    metric with the recorded per-seed result (and, for the tuned run, the delivered one)."""
+    recipe, final = provenance["recipe"], results / "final"
+    seed = provenance["final"]["seeds"][0]
+    problems = []
     try:
-        recorded = load_result(results / "final" / "metrics.json")
+        delivered = load_result(final / "metrics.json")
     except ResultError as error:
         return [str(error)]
-    problems = []
-    if recorded.document != provenance["final_metrics"]:
+    if delivered.document != provenance["final_metrics"]:
         problems.append(
-            f"{recorded.path} differs from the final metrics recorded in provenance.json"
+            f"{delivered.path} differs from the final metrics recorded in provenance.json"
         )
-    out = results / "audit" / "retrain"
-    shutil.rmtree(out, ignore_errors=True)
-    log_path = results / "audit" / "retrain.log"
-    with log_path.open("w") as log:
-        try:
-            fresh = retrain.run(recipe, provenance["best"]["params"], results / "data", out, log)
-        except ResultError as error:
-            return [*problems, f"retraining failed: {error}; see {log_path}"]
     on_gpu = recipe["device"].startswith("cuda")
     rule = f"within {GPU_TOLERANCE}" if on_gpu else "bit-identical"
-    retrained = fresh.compared_values()
-    for key, value in recorded.compared_values().items():
-        new = retrained.get(key)
-        same = new == value if not on_gpu else new is not None and abs(new - value) <= GPU_TOLERANCE
-        if not same:
-            problems.append(f"{key}: recorded {value!r}, retrained {new!r} ({rule} required)")
+    for arm in ARMS:
+        try:
+            recorded = [load_result(arm_result(final, arm, seed))]
+        except ResultError as error:
+            problems.append(str(error))
+            continue
+        if arm == TUNED:
+            recorded.append(delivered)
+        params = provenance["best"]["params"] if arm == TUNED else {}
+        out = results / "audit" / "final" / f"{arm}-seed{seed}"
+        shutil.rmtree(out, ignore_errors=True)
+        log_path = results / "audit" / f"retrain_{arm}_seed{seed}.log"
+        with log_path.open("w") as log:
+            try:
+                fresh = retrain.run(recipe | {"seed": seed}, params, results / "data", out, log)
+            except ResultError as error:
+                problems.append(f"{arm} retraining failed: {error}; see {log_path}")
+                continue
+        retrained = fresh.compared_values()
+        for result in recorded:
+            for key, value in result.compared_values().items():
+                new = retrained.get(key)
+                same = (
+                    new == value
+                    if not on_gpu
+                    else new is not None and abs(new - value) <= GPU_TOLERANCE
+                )
+                if not same:
+                    problems.append(
+                        f"{result.path}: {key}: recorded {value!r}, {arm} seed {seed} "
+                        f"retrained {new!r} ({rule} required)"
+                    )
     return problems
+
+
+def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+    """Each per-seed result against the record, and the comparison recomputed from them."""
+    final = results / "final"
+    recorded = provenance["final"]
+    seeds = recorded["seeds"]
+    problems = []
+    runs: dict[str, list[Result]] = {arm: [] for arm in ARMS}
+    for arm in ARMS:
+        for seed in seeds:
+            try:
+                result = load_result(arm_result(final, arm, seed))
+            except ResultError as error:
+                problems.append(str(error))
+                continue
+            if result.document != recorded["runs"][arm][str(seed)]:
+                problems.append(f"{result.path} differs from the one recorded in provenance.json")
+            runs[arm].append(result)
+    path = final / "comparison.json"
+    if not path.is_file():
+        return [*problems, f"{path} not found"]
+    comparison = json.loads(path.read_text())
+    if comparison != recorded["comparison"]:
+        problems.append(f"{path} differs from the comparison recorded in provenance.json")
+    if any(len(arm_runs) != len(seeds) for arm_runs in runs.values()):
+        return problems  # an unreadable per-seed result, named above: nothing to recompute
+    try:
+        recomputed = compare.compare(seeds, runs[TUNED], runs[UNTUNED])
+    except ResultError as error:
+        return [*problems, f"the comparison cannot be recomputed: {error}"]
+    return problems + [
+        f"{path}: {key}: recorded {value!r}, recomputed from the per-seed results {new!r}"
+        for key, value, new in differences(comparison, recomputed)
+    ]
+
+
+def differences(recorded: Any, recomputed: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """`(dotted key, recorded, recomputed)` for every leaf where two JSON documents differ."""
+    if isinstance(recorded, dict) and isinstance(recomputed, dict):
+        return [
+            found
+            for name in sorted(set(recorded) | set(recomputed), key=str)
+            for found in differences(
+                recorded.get(name), recomputed.get(name), f"{key}.{name}" if key else str(name)
+            )
+        ]
+    both_lists = isinstance(recorded, list) and isinstance(recomputed, list)
+    if both_lists and len(recorded) == len(recomputed):
+        return [
+            found
+            for index, (a, b) in enumerate(zip(recorded, recomputed, strict=True))
+            for found in differences(a, b, f"{key}[{index}]")
+        ]
+    return [] if recorded == recomputed else [(key, recorded, recomputed)]
 
 
 def hunt_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
@@ -193,8 +277,16 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
             env_problems("workflow", envs["workflow"], workflow_python, locks),
         ),
         check("data and features re-hashed", data_problems(results, provenance)),
-        check("retraining reproduces the final metrics", retrain_problems(results, provenance)),
     ]
+    final_checks = {
+        "retraining reproduces the final runs (first seed, both arms)": final_run_problems,
+        "comparison recomputed from the per-seed results": comparison_problems,
+    }
+    for name, problems in final_checks.items():
+        if "final" not in provenance:
+            checks.append(check(name, [PREDATES_FINAL_STAGE]))
+        else:
+            checks.append(check(name, problems(results, provenance)))
     spec = json.loads((results / "hunt" / "spec.json").read_text())
     skip = None
     if not rerun_hunt:

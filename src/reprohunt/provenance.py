@@ -3,8 +3,9 @@
 Collected after retraining, from the files the earlier steps wrote (so no Orion import): code
 version, both environments (lock hashes and installed `pip freeze`), hardware and CUDA facts,
 data and feature hashes, seeds and determinism flags, the whole Orion experiment with every
-trial, the exact commands Snakemake ran, and each rule's wall time and peak memory. The
-`checklist` section maps these onto the ACL/NeurIPS reproducibility items for HPO.
+trial, the final stage (each seed's tuned and untuned result and their comparison), the exact
+commands Snakemake ran, and each rule's wall time and peak memory. The `checklist` section maps
+these onto the ACL/NeurIPS reproducibility items for HPO.
 Database credentials never appear: storage is recorded through `public_description`.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpopt.files import sha256_file, sha256_text
+from reprohunt.compare import ARMS, TUNED, arm_result
 from reprohunt.result import load as load_result
 from reprohunt.scheduler import scheduler_facts
 
@@ -147,12 +149,28 @@ def checklist(record: dict[str, Any]) -> dict[str, Any]:
         "best_configuration": best["params"],
         "best_validation_objective": best["objective"],
         "final_test_metrics": record["final_metrics"]["metrics"]["test"],
+        "tuned_against_untuned": record["final"]["comparison"]["verdict_text"],
         "average_trial_runtime_s": sum(durations) / len(durations) if durations else None,
         "rule_runtimes": record["rule_costs"],
         "computing_infrastructure": {
             key: record["hardware"][key] for key in ("platform", "cpu_count", "gpus", "torch")
         },
         "data_splits": record["data"].get("counts"),
+    }
+
+
+def final_facts(final: Path) -> dict[str, Any]:
+    """The final stage: its seeds, each run's result (with its run folder), the comparison."""
+    comparison = json.loads((final / "comparison.json").read_text())
+    seeds = comparison["seeds"]
+    return {
+        "seeds": seeds,
+        "delivered": {"arm": TUNED, "seed": seeds[0], "result": "final/metrics.json"},
+        "runs": {
+            arm: {str(seed): load_result(arm_result(final, arm, seed)).document for seed in seeds}
+            for arm in ARMS
+        },
+        "comparison": comparison,
     }
 
 
@@ -163,6 +181,8 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
     spec = json.loads((hunt_dir / "spec.json").read_text())
     hunt = json.loads((hunt_dir / "hunt.json").read_text())
     best = json.loads((hunt_dir / "best.json").read_text())
+    final_dir = results / "final"
+    final = final_facts(final_dir)
     record: dict[str, Any] = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "results": str(results),
@@ -178,6 +198,7 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
         "seeds": {
             "recipe": spec["recipe"]["seed"],
             "orion_algorithm": spec["algorithm"],
+            "final": final["seeds"],
         },
         "determinism": {
             "torch.use_deterministic_algorithms": True,
@@ -197,7 +218,8 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             "trials": json.loads((hunt_dir / "trials.json").read_text()),
         },
         "best": best,
-        "final_metrics": load_result(results / "final" / "metrics.json").document,
+        "final_metrics": load_result(final_dir / "metrics.json").document,
+        "final": final,
         "commands": {
             "hunt": hunt["command"],
             **{
@@ -206,8 +228,13 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
                     ("prepare", "data/prepared.json"),
                     ("hunt_rule", "hunt/hunt.json"),
                     ("best", "hunt/best.json"),
-                    ("retrain", "final/metrics.json"),
+                    ("compare", "final/comparison.json"),
                 )
+            },
+            "retrain": {
+                f"{arm}/seed{seed}": snakemake_command(str(arm_result(final_dir, arm, seed)))
+                for arm in ARMS
+                for seed in final["seeds"]
             },
         },
         "rule_costs": rule_costs(results),

@@ -1,9 +1,11 @@
 """`results/<exp>/report.html`: one self-contained page a reviewer can open anywhere.
 
-Best params and objective, final test metrics, a best-so-far (regret) plot and one
-parameter-vs-objective plot per searched hyperparameter (PNG, matplotlib, embedded as base64 so
-the page has no external files), the table of every trial, and the provenance summary. The PNGs
-are also written to `plots/` for `snakemake --report`.
+Best params and objective, final test metrics, whether tuning helped (the verdict of
+final/comparison.json, a tuned-against-untuned plot of mean ± std with each seed's run, and the
+per-seed table), a best-so-far (regret) plot and one parameter-vs-objective plot per searched
+hyperparameter (PNG, matplotlib, embedded as base64 so the page has no external files), the
+table of every trial, and the provenance summary. The PNGs are also written to `plots/` for
+`snakemake --report`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpopt.files import write_text_atomically
+from reprohunt.compare import ARMS, TUNED, UNTUNED
 from reprohunt.result import load as load_result
 
 STYLE = """
@@ -78,6 +81,70 @@ def plot_params(trials: list[dict[str, Any]], space: dict[str, str], path: Path)
     plt.close(figure)
 
 
+def plot_comparison(comparison: dict[str, Any], path: Path) -> None:
+    """Per split, each arm's mean ± std (error bar) and each seed's run (points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = comparison["splits"]
+    figure, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.5), squeeze=False)
+    for axis, (split, arms) in zip(axes.flat, splits.items(), strict=True):
+        for position, arm in enumerate(ARMS):
+            values = arms[arm]["values"]
+            axis.errorbar(
+                position, arms[arm]["mean"], yerr=arms[arm]["std"], fmt="s", capsize=8, ms=8
+            )
+            axis.plot([position + 0.15] * len(values), values, "o", alpha=0.6, color="gray")
+        axis.set_xticks(range(len(ARMS)), ARMS)
+        axis.set_xlim(-0.5, len(ARMS) - 0.5)
+        axis.set_title(f"{split} {comparison['metric']} ({len(comparison['seeds'])} seeds)")
+        axis.set_ylabel(comparison["metric"])
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def comparison_tables(comparison: dict[str, Any]) -> str:
+    """The summary per split, then each seed's tuned and untuned values and their difference."""
+    splits = comparison["splits"]
+    summary_rows = [
+        [
+            split,
+            f"{arms[TUNED]['mean']:.4g} ± {arms[TUNED]['std']:.2g}",
+            f"{arms[UNTUNED]['mean']:.4g} ± {arms[UNTUNED]['std']:.2g}",
+            arms["difference"]["mean"],
+            "[{:+.4g}, {:+.4g}]".format(*arms["difference"]["ci"]),
+            arms["ratio"],
+        ]
+        for split, arms in splits.items()
+    ]
+    seed_rows = [
+        [
+            seed,
+            *(
+                value
+                for arms in splits.values()
+                for value in (
+                    arms[TUNED]["values"][index],
+                    arms[UNTUNED]["values"][index],
+                    arms["difference"]["values"][index],
+                )
+            ),
+        ]
+        for index, seed in enumerate(comparison["seeds"])
+    ]
+    confidence = f"{comparison['confidence']:.0%} CI"
+    seed_header = [
+        f"{split} {column}" for split in splits for column in (TUNED, UNTUNED, "difference")
+    ]
+    return table(
+        ["split", "tuned mean ± std", "untuned mean ± std", "difference mean", confidence, "ratio"],
+        summary_rows,
+    ) + table(["seed", *seed_header], seed_rows)
+
+
 def table(header: list[str], rows: list[list[Any]], highlight: int | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
@@ -114,6 +181,7 @@ def render(args: argparse.Namespace) -> str:
     trials = json.loads(args.trials.read_text())
     best = json.loads(args.best.read_text())
     result = load_result(args.metrics)
+    comparison = json.loads(args.comparison.read_text())
     provenance = json.loads(args.provenance.read_text())
     space = provenance["orion"]["space"]
     names = sorted(space)
@@ -176,9 +244,17 @@ def render(args: argparse.Namespace) -> str:
             [[best["trial_id"], best["objective"], *(best["params"].get(n) for n in names)]],
         )
     }
-<h2>Final model (retrained with the best params)</h2>
+<h2>Final model (retrained with the best params, seed {comparison["seeds"][0]})</h2>
 <p>Objective: <code>{html.escape(objective)}</code>, {result.objective_value}.</p>
 {table(["split", *metric_names], metric_rows)}
+<h2>Did tuning help?</h2>
+<p>The best params (tuned) and <code>train.yaml</code> as shipped (untuned), each retrained at
+the seeds {html.escape(", ".join(map(str, comparison["seeds"])))} on the same data; differences
+are tuned − untuned of <code>{html.escape(comparison["metric"])}</code> (minimised), paired by
+seed, with a Student-t interval. The verdict is about the {comparison["verdict_split"]} split.</p>
+<p><b>{html.escape(comparison["verdict_text"])}</b></p>
+{image(args.comparison_plot, "tuned against untuned, mean and std with each seed's run")}
+{comparison_tables(comparison)}
 <h2>Search</h2>
 <p>{replay_text(provenance["orion"]["replay"])}</p>
 {image(args.regret, "best objective so far")}
@@ -198,9 +274,9 @@ def render(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("trials", "best", "metrics", "provenance"):
+    for name in ("trials", "best", "metrics", "comparison", "provenance"):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"{name} file to read")
-    for name in ("out", "regret", "params"):
+    for name in ("out", "regret", "params", "comparison-plot"):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"{name} file to write")
     args = parser.parse_args(argv)
     args.regret.parent.mkdir(parents=True, exist_ok=True)
@@ -208,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     space = json.loads(args.provenance.read_text())["orion"]["space"]
     plot_regret(trials, args.regret)
     plot_params(trials, space, args.params)
+    plot_comparison(json.loads(args.comparison.read_text()), args.comparison_plot)
     write_text_atomically(args.out, render(args))
     print(f"report written to {args.out}")
     return 0

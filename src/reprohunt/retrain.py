@@ -1,11 +1,14 @@
-"""The retrain step: the recipe at full budget (train.yaml) with the best params, then its result.
+"""The retrain step: one full-budget run (train.yaml) of the final stage, then its result.
 
-The recipe trains into `final/runs/<key>/`, the key a hash of everything the run depends on
-(params, seed, recipe code and arguments, data), so a new best trial or an edited recipe never
-resumes from another run's checkpoints, while a killed run of the same training resumes from its
-own. Its result file is checked against the result contract (reprohunt.result) and copied to the
-rule's output; a result of another shape stops the rule, naming the file and the missing key.
-The audit reruns the same command through :func:`run`.
+The final stage trains each seed of `final.seeds` twice: *tuned* (the best trial's params) and
+*untuned* (train.yaml as shipped, nothing overridden), one job per run, so that the comparison
+(reprohunt.compare) can tell what tuning changed from what the seed changed. Each run trains
+into `final/runs/<key>/`, the key a hash of everything the run depends on (params, seed, recipe
+code and arguments, data), so a new best trial or an edited recipe never resumes from another
+run's checkpoints, while a killed run of the same training resumes from its own. Its result file
+is checked against the result contract (reprohunt.result) and copied to the rule's output; a
+result of another shape stops the rule, naming the file and the missing key. The audit reruns
+the same command through :func:`run`.
 """
 
 from __future__ import annotations
@@ -57,15 +60,20 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, required=True, help="hunt/spec.json")
-    parser.add_argument("--best", type=Path, required=True, help="hunt/best.json")
+    parser.add_argument(
+        "--recipe", type=Path, required=True, help="final/recipe.json (the recipe description)"
+    )
+    parser.add_argument("--seed", type=int, required=True, help="the training seed of this run")
+    parser.add_argument(
+        "--best", type=Path, help="hunt/best.json: train its params (absent: train.yaml as is)"
+    )
     parser.add_argument("--data", type=Path, required=True, help="the data's prepared.json")
-    parser.add_argument("--out", type=Path, required=True, help="final/metrics.json")
+    parser.add_argument("--runs", type=Path, required=True, help="folder of the run folders")
+    parser.add_argument("--out", type=Path, required=True, help="final/<arm>/seed<S>/metrics.json")
     args = parser.parse_args(argv)
-    spec = json.loads(args.spec.read_text())
-    params = json.loads(args.best.read_text())["params"]
-    recipe = spec["recipe"]
-    folder = args.out.parent / "runs" / run_key(recipe, params, data_identity(args.data.parent))
+    recipe = json.loads(args.recipe.read_text()) | {"seed": args.seed}
+    params = json.loads(args.best.read_text())["params"] if args.best else {}
+    folder = args.runs / run_key(recipe, params, data_identity(args.data.parent))
     print(f"training into {folder}", flush=True)
     try:
         result = run(recipe, params, args.data.parent, folder, sys.stdout)

@@ -103,3 +103,21 @@ def hunt_spec() -> dict:
     if gpus_per_trial > 1:
         spec["gpus_per_trial"] = gpus_per_trial
     return spec
+
+
+# The final stage (workflow/rules/retrain.smk): tuned and untuned runs at each of these seeds.
+FINAL_SEEDS = config["final"]["seeds"]
+BEST = f"{RESULTS}/hunt/best.json"
+
+
+def final_result(arm: str, seed: int) -> str:
+    return f"{RESULTS}/final/{arm}/seed{seed}/metrics.json"
+
+
+def final_threads() -> int:
+    """Cores one final run uses, so that parallel runs never oversubscribe the machine:
+    recipe.args.num_threads when it fixes a count, every core when it passes another value
+    (`"null"`: the recipe then uses every core it may), else 1, what both shipped recipes'
+    train.yaml set."""
+    threads = str(RECIPE["args"].get("num_threads", 1))
+    return max(1, int(threads)) if threads.isdigit() else CORES

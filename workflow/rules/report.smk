@@ -8,6 +8,9 @@ rule provenance:
         trials=f"{RESULTS}/hunt/trials.json",
         best=f"{RESULTS}/hunt/best.json",
         metrics=f"{RESULTS}/final/metrics.json",
+        tuned=[final_result("tuned", seed) for seed in FINAL_SEEDS],
+        untuned=[final_result("untuned", seed) for seed in FINAL_SEEDS],
+        comparison=f"{RESULTS}/final/comparison.json",
     output:
         f"{RESULTS}/provenance.json",
     log:
@@ -22,11 +25,13 @@ rule provenance:
 
 
 rule report:
-    """Self-contained report.html: best params, all trials, plots, test metrics, provenance."""
+    """Self-contained report.html: best params, all trials, plots, test metrics, tuned against
+    untuned, provenance."""
     input:
         trials=f"{RESULTS}/hunt/trials.json",
         best=f"{RESULTS}/hunt/best.json",
         metrics=f"{RESULTS}/final/metrics.json",
+        comparison=f"{RESULTS}/final/comparison.json",
         provenance=f"{RESULTS}/provenance.json",
     output:
         html=f"{RESULTS}/report.html",
@@ -40,11 +45,17 @@ rule report:
             caption="../report/params.rst",
             category="Hyperparameter search",
         ),
+        comparison=report(
+            f"{RESULTS}/plots/comparison.png",
+            caption="../report/comparison.rst",
+            category="Final model",
+        ),
     log:
         f"{RESULTS}/logs/report.log",
     params:
         python=TRAIN_PYTHON,
     shell:
         "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
-        " --metrics {input.metrics} --provenance {input.provenance} --out {output.html}"
-        " --regret {output.regret} --params {output.params}"
+        " --metrics {input.metrics} --comparison {input.comparison} --provenance {input.provenance}"
+        " --out {output.html} --regret {output.regret} --params {output.params}"
+        " --comparison-plot {output.comparison}"
