@@ -124,6 +124,86 @@ def search_rows(result: dict[str, Any]) -> Rows:
     ]
 
 
+def pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def search_value_rows(result: dict[str, Any]) -> Rows:
+    untuned = result["untuned"]["mean"]
+    default = result["summary"]["default"]
+    seeded = result["targets"]["default_at_workflow_seed"]
+    rows = []
+    if seeded is not None:
+        low, high = seeded["interval"]
+        rows.append(
+            [
+                f"7. Does the search pay? Default hunt (seed {seeded['hunt_seed']}) retrained "
+                f"at {len(result['training_seeds'])} seeds: mean test {result['metric']}",
+                f"{pct(untuned)} (train.yaml untouched)",
+                f"{pct(seeded['ratio'] * untuned)}, paired 95 % CI [{100 * low:+.1f}, "
+                f"{100 * high:+.1f}] points",
+                f"x{seeded['ratio']:.2f}",
+                f"≤ x{result['targets']['ratio']:.2f}, CI below 0",
+                met(seeded["met"]),
+                when(result),
+            ]
+        )
+    for name, ok in result["targets"]["default_not_worse_than"].items():
+        other = result["summary"][name]
+        rows.append(
+            [
+                f"7. Default vs {name} at equal compute, mean test {result['metric']} over "
+                f"{len(result['hunt_seeds'])} hunt seeds",
+                pct(other["tuned_test_mean"]),
+                pct(default["tuned_test_mean"]),
+                f"x{default['tuned_test_mean'] / other['tuned_test_mean']:.2f}",
+                "≤ x1.00",
+                met(ok),
+                when(result),
+            ]
+        )
+    return rows
+
+
+def search_value_detail(result: dict[str, Any]) -> str:
+    rows = []
+    for name, algorithm_rows in result["algorithms"].items():
+        for row in algorithm_rows:
+            test = row["comparison"]["splits"]["test"]
+            low, high = test["difference"]["ci"]
+            params = ", ".join(f"{k} {v}" for k, v in sorted(row["best_params"].items()))
+            rows.append(
+                [
+                    name,
+                    row["hunt_seed"],
+                    row["trial_epochs"],
+                    params,
+                    f"{pct(test['tuned']['mean'])} ± {100 * test['tuned']['std']:.1f}",
+                    f"[{100 * low:+.1f}, {100 * high:+.1f}]",
+                    row["comparison"]["verdict"],
+                ]
+            )
+    headers = [
+        "algorithm",
+        "hunt seed",
+        "trial-epochs",
+        "pick",
+        "test (mean ± std)",
+        "CI",
+        "verdict",
+    ]
+    untuned = result["untuned"]
+    corpus = result["corpus"]["counts"]
+    return (
+        f"{tabulate(rows, headers, tablefmt='github')}\n\nUntuned (train.yaml): test "
+        f"{result['metric']} {pct(untuned['mean'])} ± {100 * untuned['std']:.1f} over training "
+        f"seeds {result['training_seeds']}; corpus train/valid/test {corpus['train']}/"
+        f"{corpus['valid']}/{corpus['test']} utterances; fixed-budget algorithms ran "
+        f"{result['fixed_budget_trials']} trials of {result['short_budget_epochs']} epochs; "
+        f"{result['wall_s']:.0f} s in all."
+    )
+
+
 def scaling_rows(result: dict[str, Any]) -> Rows:
     one, two = result["runs"]["1"], result["runs"]["2"]
     return [
@@ -215,6 +295,7 @@ SUMMARY: list[tuple[str, Callable[[dict[str, Any]], Rows]]] = [
     ("report_cost", report_cost_rows),
     ("features", features_rows),
     ("search", search_rows),
+    ("search_value", search_value_rows),
     ("scaling", scaling_rows),
     ("e2e", e2e_rows),
     ("throughput", throughput_rows),
@@ -286,6 +367,7 @@ def e2e_detail(result: dict[str, Any]) -> str:
 DETAILS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("overhead", "Per-trial split (figure 1)", overhead_detail),
     ("search", "Search efficiency by algorithm (figure 3)", search_detail),
+    ("search_value", "Does the search pay? Each pick retrained (figure 7)", search_value_detail),
     ("e2e", "Default workflow, per rule (figure 5, Snakemake benchmark records)", e2e_detail),
 ]
 

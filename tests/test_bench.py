@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO / "bench" / "run_all.py"
 FAST = ("overhead", "features", "throughput", "search")
-SLOW = ("scaling", "e2e")
+SLOW = ("scaling", "e2e", "search_value")
 
 
 def run_all(*args: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +63,14 @@ def test_smoke_workflow_benchmarks(tmp_path: Path) -> None:
     assert set(results["e2e"]["rules"]) >= {"prepare", "hunt", "retrain_tuned_seed1986"}
     assert results["scaling"]["runs"]["2"]["completed"] >= 2
     assert "5. Default hunt" in table and "4. Completed trials per hour" in table
+    value = results["search_value"]
+    assert set(value["summary"]) == {"default", "random"}
+    # Both arms were really retrained at every training seed, and compared seed by seed.
+    for row in value["algorithms"]["default"]:
+        test = row["comparison"]["splits"]["test"]
+        assert len(test["tuned"]["values"]) == len(value["training_seeds"]) == 2
+        assert test["untuned"]["values"] == value["untuned"]["values"]
+    assert "7. Does the search pay?" in table and "7. Default vs random" in table
 
 
 def test_unknown_benchmark_is_refused_before_any_work(tmp_path: Path) -> None:
