@@ -7,24 +7,28 @@ recipe as shipped, and is the workflow's default algorithm the right one? For ea
   max_trials), its seed replaced by the hunt seed;
 - ``tpe-2-epochs``: TPE as the workflow shipped it before (n_initial_points 5, every trial at
   hpopt.yaml's short budget, no fidelity dimension);
-- ``random``: random search over the same space, trials as for TPE;
+- ``random-2-epochs``: random search, trials as for TPE;
+- ``asha-2-15``: ASHA over the epochs (``number_of_epochs~fidelity(2, 15, 4)``: a bracket
+  trains 4 configurations for 2 epochs and reruns the best at train.yaml's 15), Orion's ASHA
+  with the per-repetition seed fix (``ashareseeded``);
 
-and hunt seeds 1, 2, 3, a real hunt runs (the workflow's own rules up to ``best.json``, in a
-scratch folder, on the default corpus), and its best params are retrained by the workflow's
-retrain code (:func:`reprohunt.retrain.run`) with every training seed of ``final.seeds``;
-train.yaml untouched (no override) is retrained with the same seeds and data. Each pick is then
-compared with the untuned runs exactly as the workflow's final stage does
-(:func:`reprohunt.compare.compare`: per-seed paired differences of the objective metric on the
-test split, their mean and 95 % t interval).
+(a variant whose hunt is the default's is not run twice: the default stands for it) and hunt
+seeds 1, 2, 3, a real hunt runs (the workflow's own rules up to ``best.json``, in a scratch
+folder, on the default corpus), and its best params are retrained by the workflow's retrain code
+(:func:`reprohunt.retrain.run`) with every training seed of ``final.seeds``; train.yaml
+untouched (no override) is retrained with the same seeds and data. Each pick is then compared
+with the untuned runs exactly as the workflow's final stage does (:func:`reprohunt.compare.compare`:
+per-seed paired differences of the objective metric on the test split, their mean and 95 % t
+interval).
 
-Equal compute: the two fixed-budget algorithms get as many trials as fit in the trial-epochs the
-default hunts used (mean over hunt seeds); a trial's epochs are its ``number_of_epochs``
-(fidelity) or hpopt.yaml's. Trial-epochs, not seconds: a count does not depend on the load of
-the shared machine.
+Equal compute: every variant gets the trial-epochs the default hunts used (mean over hunt
+seeds); a trial's epochs are its ``number_of_epochs`` (fidelity) or hpopt.yaml's. A 2-epoch
+variant gets budget / 2 trials; ASHA gets 5 trials per 23 trial-epochs (one bracket: 4 x 2 + 15).
+Trial-epochs, not seconds: a count does not depend on the load of the shared machine.
 
 Targets (issue 15): the default hunt at the workflow's own seed gives a tuned mean test error of
 at most 0.75 x the untuned mean with the paired interval entirely below 0, and the default's mean
-test error over hunt seeds is at most random's and TPE's.
+test error over hunt seeds is at most every other variant's.
 
 Hunts and retrains run two at a time (``--jobs``; every run's thread count is fixed by the recipe,
 so this changes no result).
@@ -51,19 +55,19 @@ from reprohunt.dataverify import data_identity
 from reprohunt.result import Result
 
 TARGET_RATIO = 0.75
-FIXED_BUDGET = ("tpe-2-epochs", "random")
-# --smoke: a toy space with a fidelity, three trials, one hunt seed, random search only beside it.
+ASHA_FIDELITY = "fidelity(2, 15, 4)"
+# --smoke: a toy space, three trials, one hunt seed, ASHA (over 1 or 2 epochs) beside it.
 SMOKE_HUNT: dict[str, Any] = {
-    "algorithm": {"ashareseeded": {"seed": 1, "num_brackets": 1}},
+    "algorithm": {"random": {"seed": 1}},
     "max_trials": 3,
     "max_broken": 2,
     "space": {
         "emb_dim": "choices([8, 16])",
         "tdnn_channels": "choices([8, 16])",
         "lr": "loguniform(1e-3, 1e-2)",
-        "number_of_epochs": "fidelity(1, 2, 2)",
     },
 }
+SMOKE_FIDELITY = "fidelity(1, 2, 2)"
 
 
 def with_seed(algorithm: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -72,14 +76,29 @@ def with_seed(algorithm: dict[str, Any], seed: int) -> dict[str, Any]:
     return {name: {**(options or {}), "seed": seed}}
 
 
-def fixed_budget_hunt(default: dict[str, Any], name: str, seed: int, trials: int) -> dict:
-    """The default hunt's space without its fidelity dimension, searched by ``name``."""
+def variants(
+    default: dict[str, Any], seed: int, budget: float, short: int, fidelity: str
+) -> dict[str, dict[str, Any]]:
+    """The compared hunts at ``seed`` and ``budget`` trial-epochs, over the default's space."""
     space = {k: v for k, v in default["space"].items() if not v.startswith("fidelity(")}
-    if name == "tpe-2-epochs":
-        algorithm = {"tpe": {"seed": seed, "n_initial_points": 5}}
-    else:
-        algorithm = {"random": {"seed": seed}}
-    return {"algorithm": algorithm, "space": space, "max_trials": trials}
+    short_trials = max(1, round(budget / short))
+    return {
+        "tpe-2-epochs": {
+            "algorithm": {"tpe": {"seed": seed, "n_initial_points": 5}},
+            "space": space,
+            "max_trials": short_trials,
+        },
+        "random-2-epochs": {
+            "algorithm": {"random": {"seed": seed}},
+            "space": space,
+            "max_trials": short_trials,
+        },
+        "asha-2-15": {
+            "algorithm": {"ashareseeded": {"seed": seed, "num_brackets": 1}},
+            "space": space | {"number_of_epochs": fidelity},
+            "max_trials": max(1, round(budget * 5 / 23)),
+        },
+    }
 
 
 def trial_epochs(trials: list[dict[str, Any]], short_budget: int) -> int:
@@ -196,18 +215,17 @@ def main() -> None:
         first = picks["default"][hunt_seeds[0]].result()
         untuned = [retrainer.submit(first["recipe"], {}, seed) for seed in training_seeds]
         budget = statistics.fmean(f.result()["trial_epochs"] for f in picks["default"].values())
-        trials = max(1, round(budget / short_budget))
-        for name in FIXED_BUDGET[-1:] if args.smoke else FIXED_BUDGET:
-            picks[name] = {
-                seed: hunts.submit(
-                    hunt,
-                    scratch,
-                    data,
-                    f"{name}-{seed}",
-                    fixed_budget_hunt(default, name, seed, trials),
+        fidelity = SMOKE_FIDELITY if args.smoke else ASHA_FIDELITY
+        for seed in hunt_seeds:
+            seeded_default = picks["default"][seed].result()["hunt"]
+            for name, config in variants(default, seed, budget, short_budget, fidelity).items():
+                if args.smoke and name != "asha-2-15":
+                    continue
+                if {**default, **config} == seeded_default:
+                    continue  # the default's own hunt
+                picks.setdefault(name, {})[seed] = hunts.submit(
+                    hunt, scratch, data, f"{name}-{seed}", config
                 )
-                for seed in hunt_seeds
-            }
         tuned = {
             name: {
                 seed: [
@@ -249,9 +267,9 @@ def main() -> None:
             and at_workflow_seed["comparison"]["splits"]["test"]["difference"]["ci"][1] < 0,
         },
         "default_not_worse_than": {
-            name: default_mean <= summary[name]["tuned_test_mean"]
-            for name in FIXED_BUDGET
-            if name in summary
+            name: default_mean <= row["tuned_test_mean"]
+            for name, row in summary.items()
+            if name != "default"
         },
     }
     benchlib.write_result(
@@ -263,7 +281,7 @@ def main() -> None:
             "hunt_seeds": hunt_seeds,
             "training_seeds": training_seeds,
             "short_budget_epochs": short_budget,
-            "fixed_budget_trials": trials,
+            "budget_trial_epochs": budget,
             "metric": algorithms["default"][0]["comparison"]["metric"],
             "untuned": algorithms["default"][0]["comparison"]["splits"]["test"]["untuned"],
             "algorithms": algorithms,

@@ -172,9 +172,10 @@ def search_value_detail(result: dict[str, Any]) -> str:
             test = row["comparison"]["splits"]["test"]
             low, high = test["difference"]["ci"]
             params = ", ".join(f"{k} {v}" for k, v in sorted(row["best_params"].items()))
+            ((algorithm, _),) = row["hunt"]["algorithm"].items()
             rows.append(
                 [
-                    name,
+                    f"{name} ({algorithm})",
                     row["hunt_seed"],
                     row["trial_epochs"],
                     params,
@@ -198,8 +199,9 @@ def search_value_detail(result: dict[str, Any]) -> str:
         f"{tabulate(rows, headers, tablefmt='github')}\n\nUntuned (train.yaml): test "
         f"{result['metric']} {pct(untuned['mean'])} ± {100 * untuned['std']:.1f} over training "
         f"seeds {result['training_seeds']}; corpus train/valid/test {corpus['train']}/"
-        f"{corpus['valid']}/{corpus['test']} utterances; fixed-budget algorithms ran "
-        f"{result['fixed_budget_trials']} trials of {result['short_budget_epochs']} epochs; "
+        f"{corpus['valid']}/{corpus['test']} utterances; every hunt had the default's "
+        f"{result['budget_trial_epochs']:.0f} trial-epochs (trials of "
+        f"{result['short_budget_epochs']} epochs or, for ASHA, 2 or 15); "
         f"{result['wall_s']:.0f} s in all."
     )
 
