@@ -294,8 +294,14 @@ def test_every_rule_is_a_slurm_job_and_provenance_records_it(
     jobs = sacct_jobs(cluster, run.workdir)
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
-        by_rule.setdefault(job["Comment"].removeprefix("rule_"), []).append(job)
+        # The plugin's comment is rule_<rule>, or rule_<rule>_<wildcard values> (retrain's
+        # rule_retrain_tuned_1986): the longest rule name it starts with.
+        comment = job["Comment"].removeprefix("rule_")
+        rule = max((r for r in SLURM_RULES if comment == r or comment.startswith(f"{r}_")), key=len)
+        by_rule.setdefault(rule, []).append(job)
     assert sorted(by_rule) == sorted(SLURM_RULES), jobs
+    # The final stage: one retrain job per arm and seed of final.seeds (3 by default).
+    assert len(by_rule["retrain"]) == 6, by_rule["retrain"]
     assert [job["JobIDRaw"] for job in by_rule["hunt"]][0] == run.cancelled_job
     assert [job["State"].split()[0] for job in by_rule["hunt"]] == ["CANCELLED", "COMPLETED"]
     assert all(job["NodeList"] == cluster.node for job in jobs), jobs
@@ -305,6 +311,13 @@ def test_every_rule_is_a_slurm_job_and_provenance_records_it(
     assert scheduler["type"] == "slurm" and scheduler["sacct"] is True
     # provenance runs before report, so report's job is the one rule it cannot know yet.
     for rule in SLURM_RULES[:-2]:
+        if rule == "retrain":  # a rule with wildcards: one record per job, `retrain/<values>`
+            recorded = {k: v for k, v in scheduler["rules"].items() if k.startswith("retrain/")}
+            assert {v["slurm_job_id"] for v in recorded.values()} == {
+                job["JobIDRaw"] for job in by_rule["retrain"]
+            }, scheduler["rules"]
+            assert all(v["state"] == "COMPLETED" for v in recorded.values()), recorded
+            continue
         last = by_rule[rule][-1]
         assert scheduler["rules"][rule] == {
             "slurm_job_id": last["JobIDRaw"],
