@@ -255,16 +255,16 @@ def main() -> None:
         (row for row in algorithms["default"] if row["hunt_seed"] == workflow_seed), None
     )
     default_mean = summary["default"]["tuned_test_mean"]
+    seeded = at_workflow_seed["comparison"]["splits"]["test"] if at_workflow_seed else None
     targets = {
         "ratio": TARGET_RATIO,
         "default_at_workflow_seed": None
-        if at_workflow_seed is None
+        if seeded is None
         else {
             "hunt_seed": workflow_seed,
-            "ratio": at_workflow_seed["comparison"]["splits"]["test"]["ratio"],
-            "interval": at_workflow_seed["comparison"]["splits"]["test"]["difference"]["ci"],
-            "met": at_workflow_seed["comparison"]["splits"]["test"]["ratio"] <= TARGET_RATIO
-            and at_workflow_seed["comparison"]["splits"]["test"]["difference"]["ci"][1] < 0,
+            "ratio": seeded["ratio"],
+            "interval": seeded["difference"]["ci"],
+            "met": seeded["ratio"] <= TARGET_RATIO and seeded["difference"]["ci"][1] < 0,
         },
         "default_not_worse_than": {
             name: default_mean <= row["tuned_test_mean"]
