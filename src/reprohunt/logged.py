@@ -4,7 +4,8 @@ Why not `> LOG 2>&1`: when the results disk is full, the log is cut (or empty) e
 cause is, and Snakemake's own output says only that the rule failed. Here the command's output
 also goes through a small in-memory tail, so on failure the tail reaches Snakemake's output
 (stderr) whatever became of the log, together with "disk full at PATH" when the log's
-filesystem is out of space. Stdlib only.
+filesystem is out of space. Lines that start with PROGRESS_PREFIX (a hunt's live progress) also
+reach the terminal as they come, so a long rule is never silent. Stdlib only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 TAIL_LINES = 30
 # Below this many free bytes a failure is reported as a full disk.
 FULL_BELOW_BYTES = 1 << 20
+# A line the command prints with this prefix is shown on Snakemake's terminal (stderr) too.
+PROGRESS_PREFIX = b"[progress] "
 
 
 def disk_full(path: Path) -> bool:
@@ -38,6 +41,9 @@ def run(log_path: Path, command: list[str]) -> int:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in process.stdout:
             tail.append(line)
+            if line.startswith(PROGRESS_PREFIX):
+                sys.stderr.buffer.write(line)
+                sys.stderr.buffer.flush()
             if log_error is None:
                 try:
                     log.write(line)
