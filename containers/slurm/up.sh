@@ -20,9 +20,6 @@ STATE=$(cd "$STATE" && pwd)
 CLUSTER=reprohunt
 ACCOUNT=reprohunt
 PARTITION=debug
-PACKAGES=(slurm-wlm slurmdbd munge mariadb-server mariadb-client)
-COMMANDS=(munged munge unmunge mariadbd mariadb mariadb-admin mariadb-install-db
-  slurmdbd slurmctld slurmd sacctmgr scontrol sinfo sbatch srun sacct squeue scancel)
 # Seconds to wait for each daemon to answer.
 WAIT_S=${REPROHUNT_SLURM_WAIT_S:-60}
 
@@ -31,47 +28,12 @@ die() {
   echo "slurm-up: error: $*" >&2
   exit 1
 }
-# Exit 3: the packages are missing and cannot be installed here (tests skip on it).
-cannot_install() {
-  echo "slurm-up: cannot install the SLURM packages: $*" >&2
-  exit 3
-}
-
-missing_commands() {
-  local missing=() command
-  for command in "${COMMANDS[@]}"; do
-    command -v "$command" >/dev/null 2>&1 || missing+=("$command")
-  done
-  echo "${missing[*]}"
-}
-
+# Installs the packages whose commands are missing (exit 3 when it cannot: tests skip on it).
 install_packages() {
-  local missing
-  missing=$(missing_commands)
-  [[ -z $missing ]] && return 0
-  [[ $(id -u) -eq 0 ]] ||
-    cannot_install "missing $missing; as root: apt-get install ${PACKAGES[*]}"
-  command -v apt-get >/dev/null || cannot_install "missing $missing and no apt-get (Debian 12)"
-  log "installing ${PACKAGES[*]} (missing: $missing)"
-  # Keep the packages' init scripts from starting system-wide daemons (policy-rc.d, as in
-  # Debian's container images); an existing policy is left as it is.
-  local policy=/usr/sbin/policy-rc.d own_policy=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    own_policy=1
-  fi
-  local rc=0
-  {
-    apt-get update -q &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        "${PACKAGES[@]}"
-  } >"$STATE/apt.log" 2>&1 || rc=$?
-  ((own_policy)) && rm -f "$policy"
-  ((rc == 0)) ||
-    cannot_install "apt-get failed (exit $rc), see $STATE/apt.log: $(tail -n 5 "$STATE/apt.log")"
-  missing=$(missing_commands)
-  [[ -z $missing ]] || die "still missing after install: $missing"
+  "$REPO/containers/ensure-packages.sh" "$STATE/apt.log" \
+    slurm-wlm:slurmctld,slurmd,sacctmgr,scontrol,sinfo,sbatch,srun,sacct,squeue,scancel \
+    slurmdbd:slurmdbd munge:munged,munge,unmunge mariadb-server:mariadbd,mariadb-install-db \
+    mariadb-client:mariadb,mariadb-admin
 }
 
 free_port() {
