@@ -1,11 +1,12 @@
-"""`python -m reprohunt.logged LOG -- COMMAND…`: run a rule's command, its output into LOG.
+"""`python -m reprohunt.logged [--numerics PROFILE] LOG -- COMMAND…`: a rule's command, logged.
 
 Why not `> LOG 2>&1`: when the results disk is full, the log is cut (or empty) exactly where the
 cause is, and Snakemake's own output says only that the rule failed. Here the command's output
 also goes through a small in-memory tail, so on failure the tail reaches Snakemake's output
 (stderr) whatever became of the log, together with "disk full at PATH" when the log's
 filesystem is out of space. Lines that start with PROGRESS_PREFIX (a hunt's live progress) also
-reach the terminal as they come, so a long rule is never silent. Stdlib only.
+reach the terminal as they come, so a long rule is never silent. With ``--numerics`` the command
+runs under that numerics profile (reprohunt.numerics). Stdlib only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from reprohunt import numerics
 
 TAIL_LINES = 30
 # Below this many free bytes a failure is reported as a full disk.
@@ -68,10 +71,23 @@ def run(log_path: Path, command: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    profile = None
+    if args[:1] == ["--numerics"] and len(args) > 1:
+        profile, args = args[1], args[2:]
     if len(args) < 3 or args[1] != "--":
-        print("usage: python -m reprohunt.logged LOG -- COMMAND [ARGS…]", file=sys.stderr)
+        print(
+            "usage: python -m reprohunt.logged [--numerics PROFILE] LOG -- COMMAND [ARGS…]",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the tail must hold the last lines
+    if profile is not None:
+        # Every process the rule starts inherits the profile, set before any library loads.
+        try:
+            numerics.apply(profile, "config `numerics`")
+        except numerics.NumericsError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return run(Path(args[0]), args[2:])
 
 

@@ -32,6 +32,7 @@ def run_key(recipe: dict[str, Any], params: dict[str, Any], data: str) -> str:
         "params": params,
         "seed": recipe["seed"],
         "device": recipe["device"],
+        "numerics": recipe.get("numerics"),
         "args": recipe["args"],
         "code_sha256": recipe["code_sha256"],
         "data": data,

@@ -12,6 +12,7 @@ from snakemake.utils import validate
 # The recipe contract (stdlib-only module of the pipeline package), checked before any job.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from reprohunt.recipe import RecipeContractError, check_space, describe, prepare_flags
+from reprohunt.numerics import NumericsError, check as check_numerics
 
 # The config file actually used: a --configfile replaces config/config.yaml (see Snakefile).
 CONFIG_FILE = str((workflow.config_settings.configfiles or ["config/config.yaml"])[-1])
@@ -39,7 +40,14 @@ if not IN_IMAGE and not Path(TRAIN_PYTHON).exists():
         f"`train_env:` in {CONFIG_FILE} (or REPROHUNT_TRAIN_ENV) to an existing virtualenv."
     )
 try:
-    RECIPE = describe(config["recipe"], config["data"], CONFIG_FILE)
+    check_numerics(config["numerics"], f"{CONFIG_FILE}: numerics")
+except NumericsError as error:
+    raise WorkflowError(str(error))
+try:
+    # The profile is part of what a run is: a portable and a native run never share a result.
+    RECIPE = describe(config["recipe"], config["data"], CONFIG_FILE) | {
+        "numerics": config["numerics"]
+    }
     check_space(config["hunt"]["space"], RECIPE, CONFIG_FILE)
 except RecipeContractError as error:
     raise WorkflowError(str(error))

@@ -49,7 +49,7 @@ rule hunt_worker:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
         " --worker {wildcards.worker} --out {output}"
 
 
@@ -73,7 +73,7 @@ rule hunt:
         python=TRAIN_PYTHON,
         mode="--judge" if PARALLEL_HUNTS > 1 else "",
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
         " --out {output} {params.mode}"
 
 
@@ -96,5 +96,5 @@ rule best:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
         ""

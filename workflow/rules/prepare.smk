@@ -14,5 +14,5 @@ rule prepare:
         args=shlex.join(prepare_flags(config["data"])),
         out=lambda wildcards, output: Path(output.prepared).parent,
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} {input.script} {params.args} --out {params.out} --overwrite"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} {input.script} {params.args} --out {params.out} --overwrite"
         ""

@@ -20,7 +20,7 @@ rule provenance:
         workflow_python=WORKFLOW_PYTHON,
         results=lambda wildcards, input: Path(input.data).parent.parent,
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.provenance --results {params.results}"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.provenance --results {params.results}"
         " --workflow-python {params.workflow_python} --out {output}"
 
 
@@ -55,7 +55,7 @@ rule report:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
         " --metrics {input.metrics} --comparison {input.comparison} --provenance {input.provenance}"
         " --out {output.html} --regret {output.regret} --params {output.params}"
         " --comparison-plot {output.comparison}"

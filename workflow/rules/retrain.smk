@@ -46,7 +46,7 @@ rule retrain:
         best=lambda wildcards, input: f"--best {input.best}" if input.best else "",
         runs=f"{RESULTS}/final/runs",
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.retrain --recipe {input.recipe} --seed {wildcards.seed}"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.retrain --recipe {input.recipe} --seed {wildcards.seed}"
         " {params.best} --data {input.data} --runs {params.runs} --out {output}"
 
 
@@ -65,7 +65,7 @@ rule deliver:
     params:
         python=TRAIN_PYTHON,
     shell:
-        "{params.python} -m reprohunt.logged {log} -- cp {input} {output}"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- cp {input} {output}"
 
 
 rule compare:
@@ -82,5 +82,5 @@ rule compare:
         python=TRAIN_PYTHON,
         seeds=" ".join(str(seed) for seed in FINAL_SEEDS),
     shell:
-        "{params.python} -m reprohunt.logged {log} -- {params.python} -m reprohunt.compare --seeds {params.seeds}"
+        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.compare --seeds {params.seeds}"
         " --tuned {input.tuned} --untuned {input.untuned} --out {output}"
