@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpopt.files import sha256_file, sha256_text
+from reprohunt import numerics
 from reprohunt.compare import ARMS, TUNED, arm_result
 from reprohunt.result import load as load_result
 from reprohunt.scheduler import scheduler_facts
@@ -154,7 +155,8 @@ def checklist(record: dict[str, Any]) -> dict[str, Any]:
         "rule_runtimes": record["rule_costs"],
         "computing_infrastructure": {
             key: record["hardware"][key] for key in ("platform", "cpu_count", "gpus", "torch")
-        },
+        }
+        | {"numerics": numerics.describe(record["numerics"])},
         "data_splits": record["data"].get("counts"),
     }
 
@@ -192,6 +194,8 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             "workflow": env_facts(workflow_python),
         },
         "hardware": hardware_facts(),
+        # This rule runs under the profile of every computing rule (reprohunt.logged).
+        "numerics": numerics.in_use(spec["recipe"].get("numerics", numerics.NATIVE)),
         "data": json.loads((results / "data" / "prepared.json").read_text()),
         "data_hashes_sha256": sha256_file(results / "data" / "hashes.json"),
         "recipe": {key: spec["recipe"][key] for key in sorted(spec["recipe"])},

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpopt.files import write_text_atomically
+from reprohunt import numerics
 from reprohunt.compare import ARMS, TUNED, UNTUNED
 from reprohunt.result import load as load_result
 
@@ -177,6 +178,24 @@ def replay_text(replay: dict[str, Any]) -> str:
     return f"<b>The trial sequence departed from the seeded one</b> ({departures})."
 
 
+def numerics_rows(facts: dict[str, Any] | None) -> list[list[str]]:
+    """The numerics profile in use, as fact rows (none for a record that predates it)."""
+    if facts is None:
+        return [["numerics", "not recorded (the result predates numerics profiles)"]]
+    cpu = facts["cpu"]
+    return [
+        ["numerics", numerics.describe(facts)],
+        ["CPU", f"{cpu['vendor']} {cpu['model']}; flags: {' '.join(cpu['flags'])}"],
+        [
+            "numerics variables",
+            " ".join(f"{name}={value}" for name, value in facts["environment"].items())
+            or "none (native: each library picks its path for this CPU)",
+        ],
+        ["MKL / oneDNN / OpenBLAS", f"{facts['mkl']} / {facts['onednn']} / {facts['openblas']}"],
+        ["GPUs (kernels outside the profile)", ", ".join(facts["gpus"]) or "none"],
+    ]
+
+
 def render(args: argparse.Namespace) -> str:
     trials = json.loads(args.trials.read_text())
     best = json.loads(args.best.read_text())
@@ -223,6 +242,7 @@ def render(args: argparse.Namespace) -> str:
             "recipe",
             f"{provenance['recipe']['dir']} code sha256 {provenance['recipe']['code_sha256']}",
         ],
+        *numerics_rows(provenance.get("numerics")),
         ["data (sha256 of hashes.json)", provenance["data_hashes_sha256"]],
         ["seeds", json.dumps(provenance["seeds"])],
         ["Orion storage", json.dumps(provenance["orion"]["storage"])],
