@@ -4,6 +4,8 @@ Atomic writes: Orion parses ``$ORION_RESULTS_PATH`` once the trial process ends,
 workflow reads result and record files that concurrent processes write; a process killed half-way
 through a plain ``open(..., "w")`` would leave truncated JSON. A temp file in the same folder plus
 ``os.replace`` is atomic on POSIX filesystems, and the temp file is removed on any failure.
+``mkstemp`` creates the temp file 0600; it gets the mode a plain ``open`` would have given it
+(0666 less the umask), so a handed-over result stays readable by whom the umask allows.
 """
 
 import contextlib
@@ -28,11 +30,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(handle)
     try:
+        os.chmod(temp_name, 0o666 & ~current_umask())
         yield Path(temp_name)
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it: os.umask would set it for every thread)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    return 0o022  # no /proc (not Linux): the usual default
 
 
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
