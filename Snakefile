@@ -34,14 +34,21 @@ report: "workflow/report/workflow.rst"
 
 # When this run (re)built final/comparison.json, its verdict is the last line the user sees; a
 # run that did not build it (e.g. up to the hunt only) prints none, so an older result's verdict
-# is never shown as this run's.
+# is never shown as this run's. Likewise, a run that rebuilt provenance.json says whether it
+# reproduced the published result (published/<experiment>.json) bit for bit.
 STARTED = time.time()
 
 
+def rebuilt(path: str) -> bool:
+    return Path(path).is_file() and Path(path).stat().st_mtime >= STARTED
+
+
 onsuccess:
-    comparison = Path(f"{RESULTS}/final/comparison.json")
-    if comparison.is_file() and comparison.stat().st_mtime >= STARTED:
-        print(json.loads(comparison.read_text())["verdict_text"])
+    if rebuilt(f"{RESULTS}/final/comparison.json"):
+        comparison = Path(f"{RESULTS}/final/comparison.json").read_text()
+        print(json.loads(comparison)["verdict_text"])
+    if rebuilt(f"{RESULTS}/provenance.json") and Path(TRAIN_PYTHON).exists():
+        shell(f"{TRAIN_PYTHON} -m reprohunt.published --results {RESULTS}")
 
 
 rule all:
