@@ -1,0 +1,220 @@
+"""The numerics profile: refused where it cannot hold, recorded, audited, and the same numbers on
+other CPUs.
+
+Other CPUs come from Debian's qemu-user (installed by containers/ensure-packages.sh when
+missing): `qemu-x86_64 -cpu Haswell-v4` is an Intel AVX2 CPU, `-cpu EPYC-Rome-v2` an AMD one,
+`-cpu Nehalem` one without AVX2. The emulator computes approximate instructions (rsqrt, rcp)
+exactly, unlike either vendor's tables, so any path that depends on them shows up as a
+difference: a strict detector of vendor-specific numerics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from test_audit import EXPERIMENT, WORKFLOW_PYTHON, audit, copy_run
+from workflow_run import REPO
+
+from reprohunt import numerics
+
+TRAIN_SCRIPT = REPO / "recipes" / "speaker_id" / "train.py"
+TRAIN_YAML = REPO / "recipes" / "speaker_id" / "train.yaml"
+ENSURE = REPO / "containers" / "ensure-packages.sh"
+# Two epochs of a small model on the tiny corpus: every op of the recipe's training and test.
+PROBE_ARGS = [
+    "--number_of_epochs", "2", "--ckpt_enable", "false", "--emb_dim", "32", "--tdnn_channels", "32",
+]  # fmt: skip
+EMULATED = ("Haswell-v4", "EPYC-Rome-v2")
+
+
+@pytest.fixture(scope="module")
+def qemu(tmp_path_factory: pytest.TempPathFactory) -> str:
+    log = tmp_path_factory.mktemp("qemu") / "apt.log"
+    ensured = subprocess.run(
+        [str(ENSURE), str(log), "qemu-user:qemu-x86_64"], capture_output=True, text=True
+    )
+    if ensured.returncode == 3:
+        pytest.skip(ensured.stderr.strip())
+    assert ensured.returncode == 0, ensured.stderr
+    return shutil.which("qemu-x86_64") or "qemu-x86_64"
+
+
+def logged(profile: str, log: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """`command` run the way every rule runs, through reprohunt.logged under `profile`."""
+    wrapper = [sys.executable, "-m", "reprohunt.logged", "--numerics", profile, str(log), "--"]
+    return subprocess.run([*wrapper, *command], capture_output=True, text=True, cwd=REPO)
+
+
+def no_avx2(model: str = "Nehalem") -> dict[str, object]:
+    return {"machine": "x86_64", "vendor": "GenuineIntel", "model": model, "flags": ["sse4_2"]}
+
+
+def test_portable_is_refused_on_a_cpu_it_cannot_serve_naming_the_fix() -> None:
+    with pytest.raises(numerics.NumericsError) as refused:
+        numerics.check(numerics.PORTABLE, "my.yaml: numerics", no_avx2())
+    message = str(refused.value)
+    assert message.startswith("my.yaml: numerics:")
+    assert "lacks avx2, fma" in message and "`numerics: native`" in message
+    arm = {"machine": "aarch64", "vendor": None, "model": None, "flags": []}
+    with pytest.raises(numerics.NumericsError, match="is not x86-64"):
+        numerics.check(numerics.PORTABLE, "my.yaml: numerics", arm)
+    numerics.check(numerics.NATIVE, "my.yaml: numerics", arm)  # native runs anywhere
+    with pytest.raises(numerics.NumericsError, match="use one of portable, native"):
+        numerics.check("fast", "my.yaml: numerics")
+
+
+def test_native_clears_an_inherited_cap_and_portable_sets_every_variable() -> None:
+    inherited = {"ATEN_CPU_CAPABILITY": "default", "PATH": "/bin"}
+    numerics.apply(numerics.NATIVE, "test", inherited)
+    assert inherited == {"PATH": "/bin"}
+    numerics.apply(numerics.PORTABLE, "test", inherited)
+    assert inherited == {"PATH": "/bin", **numerics.PORTABLE_ENV}
+
+
+def test_a_cpu_without_avx2_is_refused_before_the_command_runs(qemu: str, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    command = [qemu, "-cpu", "Nehalem", sys.executable, "-m", "reprohunt.logged", "--numerics"]
+    touch = ["--", "touch", str(marker)]
+    refused = subprocess.run(
+        [*command, "portable", str(tmp_path / "log"), *touch], capture_output=True, text=True
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "numerics `portable` needs an x86-64 CPU with AVX2" in refused.stderr
+    assert "Set `numerics: native`" in refused.stderr
+    assert not marker.exists()
+    native = subprocess.run(
+        [*command, "native", str(tmp_path / "log"), *touch], capture_output=True, text=True
+    )
+    assert native.returncode == 0, native.stderr
+    assert marker.exists()
+
+
+def train(profile: str, out: Path, prepared: Path, cpu: str | None, qemu: str) -> dict:
+    """The recipe's real training under `profile`, natively or on an emulated `cpu`."""
+    emulator = [qemu, "-cpu", cpu] if cpu else []
+    command = [*emulator, sys.executable, str(TRAIN_SCRIPT), str(TRAIN_YAML)]
+    command += ["--data_folder", str(prepared), "--output_folder", str(out), *PROBE_ARGS]
+    run = logged(profile, out.with_suffix(".log"), *command)
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {
+        "train_loss": [epoch["train_loss"] for epoch in metrics["history"]],
+        "valid_loss": [epoch["valid_loss"] for epoch in metrics["history"]],
+        "test": metrics["metrics"]["test"],
+    }
+
+
+@pytest.mark.slow
+def test_portable_trains_to_the_same_bits_on_intel_and_amd_and_native_does_not(
+    qemu: str, prepared_tiny: Path, tmp_path: Path
+) -> None:
+    runs = [(profile, cpu) for profile in numerics.PROFILES for cpu in (None, *EMULATED)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            (profile, cpu): pool.submit(
+                train, profile, tmp_path / f"{profile}-{cpu or 'host'}", prepared_tiny, cpu, qemu
+            )
+            for profile, cpu in runs
+        }
+        results = {key: future.result() for key, future in futures.items()}
+    host = results[(numerics.PORTABLE, None)]
+    for cpu in EMULATED:
+        assert results[(numerics.PORTABLE, cpu)] == host, f"portable differs on {cpu}"
+    # Natively each library picks by ISA and vendor: the harness must see a difference.
+    native_host = results[(numerics.NATIVE, None)]
+    assert any(results[(numerics.NATIVE, cpu)] != native_host for cpu in EMULATED)
+
+
+@pytest.mark.slow
+def test_provenance_and_report_record_the_numerics_in_use(tiny_run: Path) -> None:
+    results = tiny_run / EXPERIMENT
+    record = json.loads((results / "provenance.json").read_text())
+    facts = record["numerics"]
+    assert record["recipe"]["numerics"] == facts["profile"] == numerics.PORTABLE
+    assert facts["environment"] == numerics.PORTABLE_ENV
+    assert facts["torch_cpu_capability"] == "AVX2"
+    assert facts["cpu"] == numerics.cpu() and facts["cpu"]["model"]
+    assert "AVX512_SPR" not in facts["numpy_dispatch_enabled"]
+    assert facts["mkl"] and facts["onednn"] and facts["openblas"]
+    html = (results / "report.html").read_text()
+    assert numerics.describe(facts) in html
+    assert "ATEN_CPU_CAPABILITY=avx2" in html
+
+
+@pytest.mark.slow
+def test_a_portable_result_audits_bit_identical_whatever_the_auditor_sets(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    # An auditor whose environment lets torch pick AVX-512 still retrains under the record's
+    # profile: the audit sets it, so the retrained numbers are the recorded bits.
+    workdir = copy_run(tiny_run, tmp_path)
+    env = os.environ | {"ATEN_CPU_CAPABILITY": "avx512", "DNNL_MAX_CPU_ISA": "AVX512_CORE"}
+    argv = [sys.executable, "-m", "reprohunt.audit", "--results", EXPERIMENT]
+    argv += ["--workflow-python", str(WORKFLOW_PYTHON)]
+    run = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    checks = json.loads((workdir / EXPERIMENT / "audit/audit.json").read_text())["checks"]
+    retraining = next(c for c in checks if c["check"].startswith("retraining"))
+    assert retraining["status"] == "PASS" and retraining["strength"] == "bit-identical"
+    assert "bit-identity required" in retraining["details"][-1]
+
+
+def as_native_from_another_cpu(results: Path) -> None:
+    """Make the copy's record say what a native run on an AMD machine would have recorded."""
+    path = results / "provenance.json"
+    record = json.loads(path.read_text())
+    record["recipe"]["numerics"] = numerics.NATIVE
+    record["numerics"] |= {
+        "profile": numerics.NATIVE,
+        "environment": {},
+        "torch_cpu_capability": "AVX512",
+        "cpu": {
+            "machine": "x86_64",
+            "vendor": "AuthenticAMD",
+            "model": "AMD EPYC 9R14 96-Core Processor",
+            "flags": ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl"],
+        },
+    }
+    path.write_text(json.dumps(record, indent=2))
+
+
+@pytest.mark.slow
+def test_a_native_result_from_another_cpu_gets_the_weaker_check_which_can_fail(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    workdir = copy_run(tiny_run, tmp_path / "honest")
+    results = workdir / EXPERIMENT
+    as_native_from_another_cpu(results)
+    run = audit(workdir)
+    checks = json.loads((results / "audit/audit.json").read_text())["checks"]
+    retraining = next(c for c in checks if c["check"].startswith("retraining"))
+    assert retraining["strength"] == "weaker", run.stdout
+    assert retraining["status"] == "PASS", run.stdout
+    note = retraining["details"][-1]
+    assert "made with native numerics on AMD EPYC 9R14" in note
+    assert "bit-identity is not expected here" in note and "standard deviations" in note
+    assert "weaker" in run.stdout
+    # The same record whose untuned seeds all claim a test error of 0: the honest retraining
+    # lies outside their spread, and the weaker check says so.
+    workdir = copy_run(tiny_run, tmp_path / "claimed")
+    results = workdir / EXPERIMENT
+    as_native_from_another_cpu(results)
+    for path in (results / "final" / "untuned").glob("seed*/metrics.json"):
+        document = json.loads(path.read_text())
+        document["metrics"]["test"]["error"] = 0.0
+        path.write_text(json.dumps(document))
+    run = audit(workdir)
+    assert run.returncode == 1
+    checks = json.loads((results / "audit/audit.json").read_text())["checks"]
+    retraining = next(c for c in checks if c["check"].startswith("retraining"))
+    assert retraining["status"] == "FAIL"
+    assert any(
+        "test.error: recorded 0.0" in line and "3 std" in line for line in retraining["details"]
+    )
