@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from reprohunt import numerics
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 DEFAULT_RESULTS = BENCH / "results"
@@ -42,6 +44,10 @@ PREPARE_SCRIPT = RECIPE_DIR / CONFIG["recipe"]["prepare"]
 # The recipe's own modules (its data package), importable as `python train.py` sees them.
 sys.path.insert(0, str(RECIPE_DIR))
 RECIPE_SEED = CONFIG["recipe"]["seed"]
+# Every benchmark measures under the default config's numerics profile (README "Numerics"), set
+# here, before a benchmark imports torch, and inherited by every process it starts.
+NUMERICS = CONFIG.get("numerics", numerics.PORTABLE)
+numerics.apply(NUMERICS, "config/config.yaml: numerics")
 
 # The toy corpus of --smoke runs (the test suite's tiny corpus): seconds instead of minutes.
 SMOKE_PREPARE_ARGS = [
@@ -158,6 +164,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "numerics": numerics.describe(numerics.in_use(NUMERICS)),
         "platform": platform.platform(),
     }
 

@@ -56,6 +56,7 @@ BENCHMARKS = (
     Benchmark("overhead", 120),
     Benchmark("features", 90),
     Benchmark("throughput", 60),
+    Benchmark("numerics", 240, takes_repeats=False),
     Benchmark("search", 420, takes_repeats=False),
     Benchmark("search_value", 2700, takes_repeats=False),
     Benchmark("scaling", 240, takes_repeats=False),

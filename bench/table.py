@@ -292,6 +292,22 @@ def throughput_rows(result: dict[str, Any]) -> Rows:
     return [row]
 
 
+def numerics_rows(result: dict[str, Any]) -> Rows:
+    walls = {run["profile"]: run["wall_s"] for run in result["runs"]}
+    same = "same" if result["same_numbers"] else "other"
+    return [
+        [
+            "8. Numerics: the default retrain under portable (baseline: native)",
+            f"{walls['native']:.0f} s native ({same} test numbers)",
+            f"{walls['portable']:.0f} s portable",
+            f"{result['ratio_portable_to_native']:.2f}",
+            "<= 1.3",
+            met(result["ratio_portable_to_native"] <= 1.3),
+            when(result),
+        ]
+    ]
+
+
 SUMMARY: list[tuple[str, Callable[[dict[str, Any]], Rows]]] = [
     ("overhead", overhead_rows),
     ("report_cost", report_cost_rows),
@@ -301,6 +317,7 @@ SUMMARY: list[tuple[str, Callable[[dict[str, Any]], Rows]]] = [
     ("scaling", scaling_rows),
     ("e2e", e2e_rows),
     ("throughput", throughput_rows),
+    ("numerics", numerics_rows),
     ("throughput_gpu", throughput_rows),
 ]
 

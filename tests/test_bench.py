@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO / "bench" / "run_all.py"
-FAST = ("overhead", "features", "throughput", "search")
+FAST = ("overhead", "features", "throughput", "search", "numerics")
 SLOW = ("scaling", "e2e", "search_value")
 
 
