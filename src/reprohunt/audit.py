@@ -12,8 +12,11 @@ under `<results>/audit/`.
 3. final runs: the first final seed of each arm (tuned: the recorded best params; untuned:
    train.yaml as is) retrained in a fresh folder, its objective and every test metric compared
    with the recorded per-seed result (and the tuned one with the delivered final/metrics.json)
-   through the result contract (bit-identical on CPU, within GPU_TOLERANCE on GPU): a recorded
-   result that does not name them fails, so this check can never pass without comparing;
+   through the result contract, under the numerics profile the record names (bit-identical on
+   CPU for a portable record, or a native one made on this CPU; within SPREAD_STDS of the arm's
+   seeds, a check named as weaker, for a native record from another CPU; within GPU_TOLERANCE
+   on GPU): a recorded result that does not name them fails, so this check can never pass
+   without comparing;
 4. comparison: every per-seed result against the record, and final/comparison.json against
    the record and against the comparison recomputed from the per-seed results (reprohunt.compare),
    so a tampered per-seed file (of any seed) or comparison fails;
