@@ -39,7 +39,7 @@ from typing import Any
 
 from hpopt.files import sha256_text, write_text_atomically
 from hpopt.process import die_with_parent
-from reprohunt import dbguard
+from reprohunt import dbguard, hunt_progress, orion_noise
 from reprohunt.dataverify import data_identity
 from reprohunt.orion_storage import (
     public_description,
@@ -176,6 +176,7 @@ def hunt_environment(
     launcher, *launcher_args = trial_launcher(spec, gpus)
     env = os.environ | storage_env(storage) | {"HPOPT_TRIAL_LAUNCHER": launcher}
     env.pop("HPOPT_TRIAL_LAUNCHER_ARGS", None)
+    env["PYTHONWARNINGS"] = orion_noise.python_warnings(os.environ.get("PYTHONWARNINGS"))
     if launcher_args:
         env["HPOPT_TRIAL_LAUNCHER_ARGS"] = shlex.join(launcher_args)
     # OpenMP reads this when torch loads, i.e. once in the warm server: set it for server and
@@ -322,7 +323,10 @@ def join_hunt(
                     f"{len(gpus)} listed: trials will wait for devices",
                     flush=True,
                 )
-        with warm_server(env, stop_at_end=spec.get("parallel_hunts", 1) == 1):
+        with (
+            warm_server(env, stop_at_end=spec.get("parallel_hunts", 1) == 1),
+            hunt_progress.watching(name, storage, spec["max_trials"]),
+        ):
             return run_orion(command, env)
 
 
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--worker", type=int, help="join as hunt process I of hunt.parallel_hunts")
     mode.add_argument("--judge", action="store_true", help="only judge, after every worker ended")
     args = parser.parse_args(argv)
+    orion_noise.install()  # orion is imported lazily below (preflight, recovery, outcome)
 
     spec = load_spec(args.spec)
     hunt_dir = args.spec.parent

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hpopt.files import sha256_text, write_json_atomically
+from reprohunt import final_progress
 from reprohunt import recipe as recipes
 from reprohunt.dataverify import data_identity
 from reprohunt.result import Result, ResultError, load
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     params = json.loads(args.best.read_text())["params"] if args.best else {}
     folder = args.runs / run_key(recipe, params, data_identity(args.data.parent))
     print(f"training into {folder}", flush=True)
+    since = final_progress.started(args.out)
     try:
         result = run(recipe, params, args.data.parent, folder, sys.stdout)
     except ResultError as error:
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_json_atomically(args.out, result.document | {"run_folder": str(folder)}, indent=2)
     print(f"result: {result.compared_values()}")
+    final_progress.finished(args.out, since, str(result.compared_values()))
     return 0
 
 
