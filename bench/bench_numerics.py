@@ -46,6 +46,7 @@ def main() -> None:
     benchlib.add_common_arguments(parser, repeats=False)
     args = parser.parse_args()
     data = benchlib.corpus(args)
+    machine = benchlib.machine()  # the load average at the start
     runs = []
     with benchlib.scratch_dir("numerics") as scratch:
         for profile in (numerics.PORTABLE, numerics.NATIVE):
@@ -56,7 +57,7 @@ def main() -> None:
         args,
         "numerics",
         {
-            "machine": benchlib.machine(),
+            "machine": machine,
             "corpus": benchlib.prepared_summary(data),
             "runs": runs,
             "ratio_portable_to_native": walls[numerics.PORTABLE] / walls[numerics.NATIVE],
