@@ -142,7 +142,7 @@ def reproduction(provenance: dict[str, Any]) -> Reproduction:
     profile = provenance["recipe"].get("numerics", numerics.NATIVE)
     numerics.apply(profile, f"{provenance['results']}/provenance.json recipe.numerics")
     recorded, here = provenance.get("numerics"), numerics.in_use(profile)
-    where = f"here on {numerics.describe(here)}"
+    where = f"here with {numerics.describe(here)}"
     if recorded is None:
         return Reproduction(False, f"the record predates numerics profiles; audited {where}")
     made = f"made with {numerics.describe(recorded)}"
