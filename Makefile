@@ -21,7 +21,7 @@ endif
 LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--build-constraints $(REQ)/build-constraints.txt --custom-compile-command "make lock"
 
-.PHONY: help setup run test lint pytest lock bench audit image-test clean
+.PHONY: help setup run test lint pytest lock bench audit dashboard image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -70,6 +70,10 @@ bench: setup ## benchmarks; results under bench/results/, table in bench/README.
 RESULTS ?= results/$(shell sed -n 's/^experiment: *//p' config/config.yaml)
 audit: setup ## re-check a finished RESULTS=results/<experiment> (default: config's): envs, data, retraining (AUDIT_HUNT=1: hunt too)
 	$(TRAIN_ENV)/bin/python -m reprohunt.audit --results $(RESULTS) --workflow-python $(WORKFLOW_ENV)/bin/python
+
+# Serves a copy of the result's Orion database (orion serve) and the dashboard build on 127.0.0.1.
+dashboard: setup ## Orion's dashboard over RESULTS=results/<experiment>'s hunt (PORT=N, default free)
+	$(TRAIN_ENV)/bin/python -m reprohunt.dashboard --results $(RESULTS) --port $(or $(PORT),0)
 
 image-test: ## build the container with buildah (no Docker engine) and run the workflow in it
 	containers/image-test.sh
