@@ -315,13 +315,18 @@ def test_falls_back_to_cold_when_no_server_can_start(tmp_path):
     assert "running the trial cold" in finished.stderr
 
 
-def test_server_started_with_other_interpreter_settings_is_not_used(light_env):
-    env = {**light_env, "PYTHONHASHSEED": "123"}
+# A numerics variable (reprohunt.numerics) is read once when torch/oneDNN/numpy load, like
+# PYTHONHASHSEED: a server started under another profile must not run the trial.
+@pytest.mark.parametrize(
+    "name, value", [("PYTHONHASHSEED", "123"), ("ATEN_CPU_CAPABILITY", "default")]
+)
+def test_server_started_with_other_interpreter_settings_is_not_used(light_env, name, value):
+    env = {**light_env, name: value}
     finished = run([HPOPT_EXEC, PROBE], env)
 
     assert finished.returncode == 0
     assert not json.loads(finished.stdout)["warm"]
-    assert "PYTHONHASHSEED" in finished.stderr and "running the trial cold" in finished.stderr
+    assert name in finished.stderr and "running the trial cold" in finished.stderr
 
 
 @pytest.mark.slow

@@ -68,6 +68,8 @@ _RECV_BYTES = 256 * 1024
 _STARTUP_PREFIXES = (
     *("PYTHON", "LD_", "LC_", "OMP_", "GOMP_", "KMP_", "MKL_"),
     *("TORCH_", "TORCHDYNAMO_", "TORCHINDUCTOR_"),
+    # The numerics profile's CPU code-path caps (reprohunt.numerics), read when torch loads.
+    *("ATEN_", "ONEDNN_", "DNNL_", "NPY_", "OPENBLAS_"),
 )
 _STARTUP_NAMES = ("LANG",)
 APPLIED_IN_CHILD = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONIOENCODING")
