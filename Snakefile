@@ -39,15 +39,14 @@ report: "workflow/report/workflow.rst"
 STARTED = time.time()
 
 
-def rebuilt(path: str) -> bool:
-    return Path(path).is_file() and Path(path).stat().st_mtime >= STARTED
-
-
 onsuccess:
-    if rebuilt(f"{RESULTS}/final/comparison.json"):
+    if rebuilt(f"{RESULTS}/final/comparison.json", STARTED):
         comparison = Path(f"{RESULTS}/final/comparison.json").read_text()
         print(json.loads(comparison)["verdict_text"])
-    if rebuilt(f"{RESULTS}/provenance.json") and Path(TRAIN_PYTHON).exists():
+    if (
+        rebuilt(f"{RESULTS}/provenance.json", STARTED)
+        and Path(TRAIN_PYTHON).exists()
+    ):
         shell(f"{TRAIN_PYTHON} -m reprohunt.published --results {RESULTS}")
 
 

@@ -129,3 +129,8 @@ def final_threads() -> int:
     train.yaml set."""
     threads = str(RECIPE["args"].get("num_threads", 1))
     return max(1, int(threads)) if threads.isdigit() else CORES
+
+
+def rebuilt(path: str, since: float) -> bool:
+    """Whether `path` was (re)written at or after `since` (the run's start; see Snakefile)."""
+    return Path(path).is_file() and Path(path).stat().st_mtime >= since

@@ -48,8 +48,9 @@ rule hunt_worker:
     threads: max(1, CORES // PARALLEL_HUNTS)
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
         " --worker {wildcards.worker} --out {output}"
 
 
@@ -71,9 +72,10 @@ rule hunt:
     threads: min(CORES, config["hunt"]["n_workers"]) if PARALLEL_HUNTS == 1 else 1
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
         mode="--judge" if PARALLEL_HUNTS > 1 else "",
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
         " --out {output} {params.mode}"
 
 
@@ -95,6 +97,7 @@ rule best:
         f"{RESULTS}/logs/best.log",
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
         ""

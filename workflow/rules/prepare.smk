@@ -11,8 +11,9 @@ rule prepare:
         f"{RESULTS}/benchmarks/prepare.tsv"
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
         args=shlex.join(prepare_flags(config["data"])),
         out=lambda wildcards, output: Path(output.prepared).parent,
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} {input.script} {params.args} --out {params.out} --overwrite"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} {input.script} {params.args} --out {params.out} --overwrite"
         ""

@@ -17,10 +17,11 @@ rule provenance:
         f"{RESULTS}/logs/provenance.log",
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
         workflow_python=WORKFLOW_PYTHON,
         results=lambda wildcards, input: Path(input.data).parent.parent,
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.provenance --results {params.results}"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.provenance --results {params.results}"
         " --workflow-python {params.workflow_python} --out {output}"
 
 
@@ -54,8 +55,9 @@ rule report:
         f"{RESULTS}/logs/report.log",
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
         " --metrics {input.metrics} --comparison {input.comparison} --provenance {input.provenance}"
         " --out {output.html} --regret {output.regret} --params {output.params}"
         " --comparison-plot {output.comparison}"

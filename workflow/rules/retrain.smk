@@ -43,10 +43,11 @@ rule retrain:
     threads: final_threads()
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
         best=lambda wildcards, input: f"--best {input.best}" if input.best else "",
         runs=f"{RESULTS}/final/runs",
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.retrain --recipe {input.recipe} --seed {wildcards.seed}"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.retrain --recipe {input.recipe} --seed {wildcards.seed}"
         " {params.best} --data {input.data} --runs {params.runs} --out {output}"
 
 
@@ -64,8 +65,9 @@ rule deliver:
         f"{RESULTS}/logs/deliver.log",
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- cp {input} {output}"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- cp {input} {output}"
 
 
 rule compare:
@@ -80,7 +82,8 @@ rule compare:
         f"{RESULTS}/logs/compare.log",
     params:
         python=TRAIN_PYTHON,
+        numerics=config["numerics"],
         seeds=" ".join(str(seed) for seed in FINAL_SEEDS),
     shell:
-        "{params.python} -m reprohunt.logged --numerics {config[numerics]} {log} -- {params.python} -m reprohunt.compare --seeds {params.seeds}"
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.compare --seeds {params.seeds}"
         " --tuned {input.tuned} --untuned {input.untuned} --out {output}"
