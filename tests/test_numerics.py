@@ -218,3 +218,48 @@ def test_a_native_result_from_another_cpu_gets_the_weaker_check_which_can_fail(
     assert any(
         "test.error: recorded 0.0" in line and "3 std" in line for line in retraining["details"]
     )
+
+
+@pytest.mark.slow
+def test_handed_over_files_are_readable_by_others(tiny_run: Path) -> None:
+    # Written atomically (temp file + rename), yet with the mode a plain open gives under the
+    # test's umask (022): readable by another account or a web server.
+    results = tiny_run / EXPERIMENT
+    trial_metrics = sorted(results.glob("hunt/*/trials/*/metrics.json"))
+    assert trial_metrics
+    for path in [results / "report.html", results / "provenance.json", *trial_metrics]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def published(results: Path, *extra: str) -> str:
+    command = [sys.executable, "-m", "reprohunt.published", "--results", str(results), *extra]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    return run.stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_run_says_whether_it_reproduced_the_published_result(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    results = tiny_run / EXPERIMENT
+    path = tmp_path / "published.json"
+    published(results, "--published", str(path), "--write")
+    assert published(results, "--published", str(path)).startswith(
+        "reproduced the published result bit for bit"
+    )
+    document = json.loads(path.read_text())
+    seed = sorted(document["final"]["tuned"])[1]
+    document["final"]["tuned"][seed]["test"]["error"] += 0.0025
+    path.write_text(json.dumps(document))
+    line = published(results, "--published", str(path))
+    assert line.startswith("did NOT reproduce the published result")
+    assert f"first difference: final.tuned.{seed}.test.error" in line
+    document["experiment"] = "speaker_id-0000abcd"
+    path.write_text(json.dumps(document))
+    assert "another configuration, nothing to compare" in published(
+        results, "--published", str(path)
+    )
+    # The repository's own published file names the default configuration's experiment.
+    shipped = json.loads((REPO / "published" / "speaker_id.json").read_text())
+    assert shipped["numerics"] == numerics.PORTABLE
+    assert shipped["verdict"].startswith("tuning ")
