@@ -1,10 +1,10 @@
 """`report.html` of a real finished tiny run, rendered by headless Chromium.
 
 Parsing the HTML would pass with a plot whose base64 is cut or not a PNG; a browser says whether
-each image decoded (complete, naturalWidth > 0). The verdict must read as compare.py wrote it,
-every per-seed value of both arms must be in the per-seed table, and every trial in the trials
-table. The full-page screenshot is kept at test-artifacts/report.png (git-ignored) and in the
-test's tmp dir, for a person to look at.
+each image decoded: complete, naturalWidth > 0, and all of its data (a cut PNG still has a
+width). The verdict must read as compare.py wrote it, every per-seed value of both arms must be
+in the per-seed table, and every trial in the trials table. The full-page screenshot is kept at
+test-artifacts/report.png (git-ignored) and in the test's tmp dir, for a person to look at.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ ARTIFACTS = REPO / "test-artifacts"
 
 IMAGES = """[...document.images].map(i => ({
     alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))"""
+# A truncated PNG still shows its top rows and its size (naturalWidth); decoding all of its
+# bytes fails, so each image's data is decoded in full as well.
+DECODED = """Promise.all([...document.images].map(i => fetch(i.src).then(r => r.blob())
+    .then(createImageBitmap).then(b => b.width, e => String(e))))"""
 TABLES = """[...document.querySelectorAll('table')].map(t => [...t.rows].map(
     r => [...r.cells].map(c => c.innerText.trim())))"""
 
@@ -39,6 +43,7 @@ def test_report_renders_verdict_tables_and_every_plot(tiny_run: Path, tmp_path: 
         page.goto((results / "report.html").as_uri())
         page.wait_for("[...document.images].every(i => i.complete)")
         images = page.evaluate(IMAGES)
+        decoded = page.evaluate(DECODED)
         tables = page.evaluate(TABLES)
         text = page.evaluate("document.body.innerText")
         page.screenshot(tmp_path / "report.png")
@@ -48,6 +53,7 @@ def test_report_renders_verdict_tables_and_every_plot(tiny_run: Path, tmp_path: 
     assert len(images) == len(plots), f"{len(plots)} plots in plots/, images in the page: {images}"
     broken = [image for image in images if not (image["width"] > 0 and image["height"] > 0)]
     assert not broken, f"images that did not decode: {broken}"
+    assert decoded == [image["width"] for image in images], f"decoding each image's data: {decoded}"
 
     (per_seed,) = [table for table in tables if table and table[0][:1] == ["seed"]]
     header, rows = per_seed[0], {row[0]: row for row in per_seed[1:]}
