@@ -10,7 +10,9 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
 # The recipe contract (stdlib-only module of the pipeline package), checked before any job.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# This file's own checkout, not workflow.basedir: used as a module (snakedeploy), the main
+# Snakefile lies in the deployment, which has no src/.
+sys.path.insert(0, str(Path(workflow.current_basedir).parents[1] / "src"))
 from reprohunt.recipe import RecipeContractError, check_space, describe, prepare_flags
 from reprohunt.numerics import NumericsError, check as check_numerics
 
