@@ -102,3 +102,17 @@ def test_dashboard_shows_the_experiment_and_its_trials(tiny_run: Path, tmp_path:
         assert trial[:7] in shown, f"trial {trial} is not in the dashboard's table:\n{shown}"
     assert not port_open(port), "the dashboard still listens after make dashboard was stopped"
     assert sha256_file(database) == before, "serving the dashboard changed the result's database"
+
+
+def test_a_folder_without_a_finished_hunt_is_refused_by_name(tmp_path: Path) -> None:
+    run = subprocess.run(
+        ["make", "-s", "dashboard", f"RESULTS={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert f"{tmp_path / 'hunt' / 'hunt.json'}" in run.stderr, run.stderr
+    assert "RESULTS=results/<experiment>" in run.stderr

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import io
 import json
 import shutil
 import signal
@@ -30,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -56,7 +57,14 @@ def experiment_of(results: Path) -> tuple[str, Path]:
             f"{results} is no finished hunt: {hunt_json} or {database} is missing "
             "(give RESULTS=results/<experiment> of a run whose hunt ended)"
         )
-    return json.loads(hunt_json.read_text())["name"], database
+    hunt = json.loads(hunt_json.read_text())
+    kind = hunt.get("storage", {}).get("type", "pickleddb")
+    if kind != "pickleddb":
+        raise DashboardError(
+            f"{hunt_json}: this hunt used {kind}; make dashboard serves a result's own PickledDB "
+            "(for MongoDB, run `orion serve -c FILE` with that database as `storage:`)"
+        )
+    return hunt["name"], database
 
 
 def free_port(host: str) -> int:
@@ -75,12 +83,12 @@ def serve_config(database: Path, host: str, api_port: int, origins: list[str]) -
     }
 
 
-def build_handler(build: Path, api_url: str) -> type[SimpleHTTPRequestHandler]:
-    """Static files of the build; its scripts call `api_url`; unknown paths get index.html
-    (the app's own routes, e.g. /status, are client-side)."""
+def build_handler(build: Path, api_url: str) -> Callable[..., SimpleHTTPRequestHandler]:
+    """Static files of the build, its scripts calling `api_url` (the app's own pages are
+    #/… routes, so no other path needs serving)."""
 
     class Handler(SimpleHTTPRequestHandler):
-        def send_head(self):  # noqa: ANN202 - http.server's own signature
+        def send_head(self) -> io.BufferedIOBase | None:
             path = Path(self.translate_path(self.path))
             if path.suffix == ".js" and path.is_file():
                 body = path.read_bytes().replace(BUILT_IN_API, api_url.encode())
@@ -88,29 +96,13 @@ def build_handler(build: Path, api_url: str) -> type[SimpleHTTPRequestHandler]:
                 self.send_header("Content-Type", "application/javascript")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                return _Body(body)
-            if not path.exists():
-                self.path = "/index.html"
+                return io.BytesIO(body)
             return super().send_head()
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             """Quiet: the dashboard fetches dozens of files and API results per view."""
 
-    return functools.partial(Handler, directory=str(build))  # type: ignore[return-value]
-
-
-class _Body:
-    """A file-like body for http.server's copyfile."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self, size: int = -1) -> bytes:
-        data, self.data = (self.data, b"") if size < 0 else (self.data[:size], self.data[size:])
-        return data
-
-    def close(self) -> None:
-        self.data = b""
+    return functools.partial(Handler, directory=str(build))
 
 
 def wait_for_api(url: str, server: subprocess.Popen, log: Path) -> None:
@@ -143,12 +135,12 @@ def running(results: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
     with tempfile.TemporaryDirectory(prefix="orion-dashboard-") as scratch:
         copy = Path(scratch) / DB_FILE
         shutil.copyfile(database, copy)
-        ui = ThreadingHTTPServer((host, port), build_handler(BUILD, ""))
-        ui_port, api_port = ui.server_address[1], free_port(host)
-        api_url = f"http://{host}:{api_port}"
-        ui.RequestHandlerClass = build_handler(BUILD, api_url)
+        api_url = f"http://{host}:{free_port(host)}"
+        ui = ThreadingHTTPServer((host, port), build_handler(BUILD, api_url))
+        ui_port = ui.server_address[1]
         origins = [f"http://{host}:{ui_port}", f"http://localhost:{ui_port}"]
         config = Path(scratch) / "serve.yaml"
+        api_port = int(api_url.rsplit(":", 1)[1])
         config.write_text(yaml.safe_dump(serve_config(copy, host, api_port, origins)))
         log = Path(scratch) / "orion-serve.log"
         orion = Path(sys.executable).parent / "orion"
