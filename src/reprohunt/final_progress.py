@@ -27,8 +27,9 @@ def started(out: Path) -> float:
     return time.monotonic()
 
 
-def finished(out: Path, since: float, result: str) -> None:
+def finished(out: Path, since: float, values: dict[str, float]) -> None:
     """After `out` was written: this run's time and result, and the results finished so far."""
+    result = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
     final = out.parent.parent.parent
     done = len(list(final.glob("*/seed*/metrics.json")))
     elapsed = datetime.timedelta(seconds=round(time.monotonic() - since))

@@ -7,7 +7,8 @@ polls the experiment's trials through Orion's API (never from inside a trial) an
 - a `[progress] ` line (reprohunt.logged shows those on the terminal too) whenever the counts
   change: completed / budget, broken, the best objective so far and its trial, elapsed time,
   and the remaining time at the pace of the trials this run completed (none before the first).
-PickledDB reads take its lock for reading only, so polling never blocks Orion's writes for long.
+The experiment is opened once (opening storage writes PickledDB's indexes); each poll then only
+reads, holding PickledDB's lock just while the file loads.
 """
 
 from __future__ import annotations
@@ -89,18 +90,26 @@ class Progress:
         )
 
 
-def poll_once(progress: Progress, storage: dict[str, Any]) -> bool:
-    """Print what changed since the last poll; False while Orion has not created the experiment."""
-    from orion.client import get_experiment
-    from orion.core.utils.exceptions import NoConfigurationError
+class Poller:
+    """Reads the experiment for a Progress, opening it once Orion has created it."""
 
-    try:
-        experiment = get_experiment(progress.name, storage=storage)
-    except NoConfigurationError:
-        return False
-    for line in progress.update(experiment.fetch_trials(with_evc_tree=False)):
-        print(line, flush=True)
-    return True
+    def __init__(self, progress: Progress, storage: dict[str, Any]) -> None:
+        self.progress, self.storage = progress, storage
+        self.experiment: Any = None
+
+    def poll(self) -> bool:
+        """Print what changed since the last poll; False while the experiment does not exist."""
+        if self.experiment is None:
+            from orion.client import get_experiment
+            from orion.core.utils.exceptions import NoConfigurationError
+
+            try:
+                self.experiment = get_experiment(self.progress.name, storage=self.storage)
+            except NoConfigurationError:
+                return False
+        for line in self.progress.update(self.experiment.fetch_trials(with_evc_tree=False)):
+            print(line, flush=True)
+        return True
 
 
 @contextlib.contextmanager
@@ -109,16 +118,17 @@ def watching(
 ) -> Iterator[None]:
     """Poll the experiment in a thread while the body runs, and once more at its end."""
     progress = Progress(name, max_trials)
+    poller = Poller(progress, storage)
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(every):
             try:
-                poll_once(progress, storage)
+                poller.poll()
             except Exception as error:  # progress must never stop a hunt
                 print(f"progress: could not read the experiment ({error})", flush=True)
 
-    if not poll_once(progress, storage):  # a new experiment: every trial is this run's
+    if not poller.poll():  # a new experiment: every trial is this run's
         progress.completed_at_start = 0
     thread = threading.Thread(target=loop, name="hunt-progress", daemon=True)
     thread.start()
@@ -127,4 +137,4 @@ def watching(
     finally:
         stop.set()
         thread.join()
-        poll_once(progress, storage)
+        poller.poll()

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_json_atomically(args.out, result.document | {"run_folder": str(folder)}, indent=2)
     print(f"result: {result.compared_values()}")
-    final_progress.finished(args.out, since, str(result.compared_values()))
+    final_progress.finished(args.out, since, result.compared_values())
     return 0
 
 
