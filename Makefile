@@ -21,7 +21,7 @@ endif
 LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--build-constraints $(REQ)/build-constraints.txt --custom-compile-command "make lock"
 
-.PHONY: help setup run test lint pytest lock bench audit dashboard image-test clean
+.PHONY: help setup run test test-quick lint pytest lock bench audit dashboard image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -45,12 +45,20 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 	$(WORKFLOW_ENV)/bin/hadolint Dockerfile
 
 # pytest exits 5 when it collects nothing: that passes only if there is truly no test file.
-pytest: setup ## the test suite
-	PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" $(TRAIN_ENV)/bin/python -m pytest $(PYTEST_ARGS) \
+# --cov: the coverage of src/ and the recipes, subprocesses included ([tool.coverage] in
+# pyproject.toml); COVERAGE_FILE is absolute so the jobs of a test's own working folder add to it.
+pytest: setup ## the test suite, with its coverage figure
+	rm -f .coverage .coverage.*
+	PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" COVERAGE_FILE="$(CURDIR)/.coverage" \
+		$(TRAIN_ENV)/bin/python -m pytest --cov --cov-report=term $(PYTEST_ARGS) \
 		|| { rc=$$?; if [ $$rc -eq 5 ] && ! compgen -G 'tests/test_*.py' >/dev/null; then \
 			echo "pytest: no test files, nothing to run"; else exit $$rc; fi; }
 
 test: lint pytest ## everything CI runs: lint + the whole test suite
+
+# What a developer runs while editing: no SLURM cluster, container image or benchmarks.
+test-quick: setup ## the test suite without the slurm, container and bench groups
+	$(MAKE) pytest PYTEST_ARGS='-m "not slurm and not container and not bench" $(PYTEST_ARGS)'
 
 lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 	@test -x $(UV) || { echo "make lock needs the workflow env (it holds uv): run make setup" >&2; exit 2; }

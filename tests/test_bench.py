@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# The benchmarks time things: under xdist they share one worker, never running beside each other.
+pytestmark = [pytest.mark.bench, pytest.mark.xdist_group("bench")]
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO / "bench" / "run_all.py"
 FAST = ("overhead", "features", "throughput", "search", "numerics")

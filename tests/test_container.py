@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
+pytestmark = pytest.mark.container
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 DOCKERIGNORE = (REPO / ".dockerignore").read_text()

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from hunt_harness import assert_parallel_hunts_joined, write_workflow_config  # noqa: E402
 from workflow_run import REPO, TINY, merge, snakemake, snakemake_command, write_config  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# One cluster for the file: under xdist (make test) its tests stay on one worker (loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 UP = REPO / "containers" / "slurm" / "up.sh"
 DOWN = REPO / "containers" / "slurm" / "down.sh"
