@@ -8,12 +8,14 @@ It returns the prepared folder; tests that modify it must work on a copy (``shut
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 # The speaker-id recipe's own data preparation (SpeechBrain keeps *_prepare.py beside train.py).
@@ -47,13 +49,46 @@ def run_prepare(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
+) -> Path:
+    """Folder `name` made by `build(folder)` once per test run, whichever process asks first.
+
+    Session fixtures are per process, and under pytest-xdist each worker is one: without this
+    every worker would build its own tiny run. The workers share the parent of their base temp
+    folders; the first takes the lock and builds, the others wait and reuse. A folder without
+    its `.built` mark (a build that failed) is built again, so each worker sees the failure.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (root / f"{name}.built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (root / f"{name}.built").touch()
+    return folder
+
+
+def _prepare_tiny(folder: Path) -> None:
+    run = run_prepare(*TINY_PREPARE_ARGS, "--out", str(folder / "prepared"))
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _run_tiny(workdir: Path) -> None:
+    from workflow_run import TINY, snakemake, write_config
+
+    write_config(workdir, TINY)
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of a complete prepared folder made from the tiny synthetic corpus (read-only use)."""
-    out = tmp_path_factory.mktemp("prepared_tiny") / "prepared"
-    run = run_prepare(*TINY_PREPARE_ARGS, "--out", str(out))
-    assert run.returncode == 0, run.stdout + run.stderr
-    return out
+    return built_once(tmp_path_factory, "prepared_tiny", _prepare_tiny) / "prepared"
 
 
 @pytest.fixture(scope="session")
@@ -62,13 +97,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Shared by the end-to-end, audit and reproducibility tests, because a run costs minutes.
     """
-    from workflow_run import TINY, snakemake, write_config
-
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    write_config(workdir, TINY)
-    run = snakemake(workdir)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return workdir
+    return built_once(tmp_path_factory, "tiny_run", _run_tiny)
 
 
 # hpopt's tests (test_hpopt*.py): the trial environment Orion gives, and none leaking.

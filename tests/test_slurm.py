@@ -301,8 +301,8 @@ def test_every_rule_is_a_slurm_job_and_provenance_records_it(
         rule = max((r for r in SLURM_RULES if comment == r or comment.startswith(f"{r}_")), key=len)
         by_rule.setdefault(rule, []).append(job)
     assert sorted(by_rule) == sorted(SLURM_RULES), jobs
-    # The final stage: one retrain job per arm and seed of final.seeds (3 by default).
-    assert len(by_rule["retrain"]) == 6, by_rule["retrain"]
+    # The final stage: one retrain job per arm and seed of final.seeds (TINY's).
+    assert len(by_rule["retrain"]) == 2 * len(TINY["final"]["seeds"]), by_rule["retrain"]
     assert [job["JobIDRaw"] for job in by_rule["hunt"]][0] == run.cancelled_job
     assert [job["State"].split()[0] for job in by_rule["hunt"]] == ["CANCELLED", "COMPLETED"]
     assert all(job["NodeList"] == cluster.node for job in jobs), jobs

@@ -132,7 +132,8 @@ def test_end_to_end_then_rerun_does_nothing(tiny_run: Path) -> None:
     assert "--seed 1987 --best" in provenance["commands"]["retrain"]["tuned/seed1987"]
     assert "--best" not in provenance["commands"]["retrain"]["untuned/seed1987"]
     assert provenance["final"]["comparison"] == comparison
-    assert provenance["final"]["runs"]["untuned"]["1988"] == runs["untuned", 1988]
+    last = FINAL_SEEDS[-1]
+    assert provenance["final"]["runs"]["untuned"][str(last)] == runs["untuned", last]
     assert provenance["seeds"]["final"] == FINAL_SEEDS
     assert provenance["recipe"]["code"]["train.py"] == sha256_file(
         REPO / "recipes/speaker_id/train.py"
@@ -149,16 +150,17 @@ def test_end_to_end_then_rerun_does_nothing(tiny_run: Path) -> None:
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-# The schema's default final.seeds (TINY keeps them) and train.yaml's own emb_dim and lr.
-FINAL_SEEDS = [1986, 1987, 1988]
+# TINY's final.seeds and train.yaml's own emb_dim and lr.
+FINAL_SEEDS = TINY["final"]["seeds"]
 TRAIN_YAML_EMB_DIM, TRAIN_YAML_LR = 128, 0.003
-# Student-t 0.975 quantile for 2 degrees of freedom, (2p - 1) / sqrt(2p(1 - p)) at p = 0.975.
-T_975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+# Student-t 0.975 quantile for 1 degree of freedom (the Cauchy's), tan(pi (p - 1/2)) at p = 0.975.
+T_975_DF1 = math.tan(math.pi * 0.475)
 
 
 def assert_comparison_by_hand(comparison: dict, runs: dict) -> None:
     """comparison.json's statistics, recomputed with plain arithmetic from the per-seed files."""
-    assert len(FINAL_SEEDS) == 3  # T_975_DF2 is for 3 seeds
+    n = len(FINAL_SEEDS)
+    assert n == 2  # T_975_DF1 is for 2 seeds
     for split in ("test", "valid"):
         arms = {
             arm: [runs[arm, seed]["metrics"][split]["error"] for seed in FINAL_SEEDS]
@@ -166,20 +168,21 @@ def assert_comparison_by_hand(comparison: dict, runs: dict) -> None:
         }
         recorded = comparison["splits"][split]
         for arm, values in arms.items():
-            mean = sum(values) / 3
+            mean = sum(values) / n
             assert recorded[arm]["values"] == values
             assert recorded[arm]["mean"] == pytest.approx(mean, abs=1e-12)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
             assert recorded[arm]["std"] == pytest.approx(std, abs=1e-12)
         differences = [a - b for a, b in zip(arms["tuned"], arms["untuned"], strict=True)]
-        mean = sum(differences) / 3
-        half = T_975_DF2 * math.sqrt(sum((d - mean) ** 2 for d in differences) / 2) / math.sqrt(3)
+        mean = sum(differences) / n
+        spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+        half = T_975_DF1 * spread / math.sqrt(n)
         assert recorded["difference"]["values"] == differences
         assert recorded["difference"]["mean"] == pytest.approx(mean, abs=1e-12)
         assert recorded["difference"]["ci"] == pytest.approx([mean - half, mean + half], abs=1e-9)
-        untuned_mean = sum(arms["untuned"]) / 3
+        untuned_mean = sum(arms["untuned"]) / n
         if untuned_mean:
-            assert recorded["ratio"] == pytest.approx(sum(arms["tuned"]) / 3 / untuned_mean)
+            assert recorded["ratio"] == pytest.approx(sum(arms["tuned"]) / n / untuned_mean)
         if split == "test":
             low, high = mean - half, mean + half
             expected = "helped" if high < 0 else "hurt" if low > 0 else "did not help"
