@@ -47,10 +47,15 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 # pytest exits 5 when it collects nothing: that passes only if there is truly no test file.
 # --cov: the coverage of src/ and the recipes, subprocesses included ([tool.coverage] in
 # pyproject.toml); COVERAGE_FILE is absolute so the jobs of a test's own working folder add to it.
+# Two pytest-xdist workers even on 2 cores: the end-to-end tests wait a lot (process start-up,
+# polling), so test_workflow.py + test_audit.py took 140 s instead of 191 s; the SLURM and bench
+# files each stay on one worker (xdist_group, --dist loadgroup). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 pytest: setup ## the test suite, with its coverage figure
 	rm -f .coverage .coverage.*
 	PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" COVERAGE_FILE="$(CURDIR)/.coverage" \
-		$(TRAIN_ENV)/bin/python -m pytest --cov --cov-report=term $(PYTEST_ARGS) \
+		$(TRAIN_ENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup \
+		--cov --cov-report=term $(PYTEST_ARGS) \
 		|| { rc=$$?; if [ $$rc -eq 5 ] && ! compgen -G 'tests/test_*.py' >/dev/null; then \
 			echo "pytest: no test files, nothing to run"; else exit $$rc; fi; }
 
