@@ -161,7 +161,7 @@ def test_mongodb_host_with_credentials_is_refused_by_the_schema(tmp_path: Path) 
 
 
 def test_slurm_profile_plans_one_gpu_job_per_hunt_process(tmp_path: Path) -> None:
-    write_workflow_config(tmp_path, {"hunt": {"parallel_hunts": 3, "gpus": "visible"}})
+    config = write_workflow_config(tmp_path, {"hunt": {"parallel_hunts": 3, "gpus": "visible"}})
     # The command of README "Scaling out" (run from the repository root there).
     run = subprocess.run(
         [
@@ -184,7 +184,8 @@ def test_slurm_profile_plans_one_gpu_job_per_hunt_process(tmp_path: Path) -> Non
     out = run.stdout + run.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     assert jobs["hunt_worker"] == "3" and jobs["hunt"] == "1"
-    assert jobs["retrain"] == "6"  # tuned and untuned at each of the 3 default final seeds
+    # tuned and untuned at each of the config's final seeds
+    assert jobs["retrain"] == str(2 * len(config["final"]["seeds"]))
     worker_jobs = re.findall(r"rule hunt_worker:.*?resources: ([^\n]*)", out, re.S)
     assert len(worker_jobs) == 3
     assert all("gpu=2" in r and "cpus_per_gpu=4" in r for r in worker_jobs), worker_jobs
