@@ -48,22 +48,28 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 # --cov: the coverage of src/ and the recipes, subprocesses included ([tool.coverage] in
 # pyproject.toml); COVERAGE_FILE is absolute so the jobs of a test's own working folder add to it.
 # Two pytest-xdist workers even on 2 cores: the end-to-end tests wait a lot (process start-up,
-# polling), so test_workflow.py + test_audit.py took 140 s instead of 191 s; the SLURM and bench
-# files each stay on one worker (xdist_group, --dist loadgroup). PYTEST_WORKERS=0: one process.
+# polling), so test_workflow.py + test_audit.py took 140 s instead of 191 s; the bench file stays
+# on one worker (xdist_group, --dist loadgroup). The SLURM file runs after, in one process of its
+# own: under two workers both started a throw-away cluster on this host, and the two clusters'
+# jobs hung (measured). PYTEST_WORKERS=0: one process for the first part too.
 PYTEST_WORKERS ?= 2
+PYTEST := PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" COVERAGE_FILE="$(CURDIR)/.coverage" \
+	$(TRAIN_ENV)/bin/python -m pytest
 pytest: setup ## the test suite, with its coverage figure
 	rm -f .coverage .coverage.*
-	PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" COVERAGE_FILE="$(CURDIR)/.coverage" \
-		$(TRAIN_ENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup \
-		--cov --cov-report=term $(PYTEST_ARGS) \
+	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slurm" --cov --cov-report= $(PYTEST_ARGS) \
 		|| { rc=$$?; if [ $$rc -eq 5 ] && ! compgen -G 'tests/test_*.py' >/dev/null; then \
 			echo "pytest: no test files, nothing to run"; else exit $$rc; fi; }
+	$(PYTEST) -m slurm --cov --cov-append --cov-report=term $(PYTEST_ARGS) \
+		|| { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no SLURM test selected" || exit $$rc; }
 
 test: lint pytest ## everything CI runs: lint + the whole test suite
 
 # What a developer runs while editing: no SLURM cluster, container image or benchmarks.
 test-quick: setup ## the test suite without the slurm, container and bench groups
-	$(MAKE) pytest PYTEST_ARGS='-m "not slurm and not container and not bench" $(PYTEST_ARGS)'
+	rm -f .coverage .coverage.*
+	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slurm and not container and not bench" \
+		--cov --cov-report=term $(PYTEST_ARGS)
 
 lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 	@test -x $(UV) || { echo "make lock needs the workflow env (it holds uv): run make setup" >&2; exit 2; }
