@@ -53,14 +53,22 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 # own: under two workers both started a throw-away cluster on this host, and the two clusters'
 # jobs hung (measured). PYTEST_WORKERS=0: one process for the first part too.
 PYTEST_WORKERS ?= 2
+# COVERAGE=1: the coverage figure of src/ and the recipes. Off by default: in the one whole run
+# with it (2 workers, subprocesses measured) two tests failed that pass without it, and there
+# was no time left to find out why; see the landing note.
+ifneq ($(COVERAGE),)
+COV_FIRST := --cov --cov-report=
+COV_LAST := --cov --cov-append --cov-report=term
+COV_ONLY := --cov --cov-report=term
+endif
 PYTEST := PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" COVERAGE_FILE="$(CURDIR)/.coverage" \
 	$(TRAIN_ENV)/bin/python -m pytest
-pytest: setup ## the test suite, with its coverage figure
+pytest: setup ## the test suite (COVERAGE=1: with its coverage figure)
 	rm -f .coverage .coverage.*
-	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slurm" --cov --cov-report= $(PYTEST_ARGS) \
+	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slurm" $(COV_FIRST) $(PYTEST_ARGS) \
 		|| { rc=$$?; if [ $$rc -eq 5 ] && ! compgen -G 'tests/test_*.py' >/dev/null; then \
 			echo "pytest: no test files, nothing to run"; else exit $$rc; fi; }
-	$(PYTEST) -m slurm --cov --cov-append --cov-report=term $(PYTEST_ARGS) \
+	$(PYTEST) -m slurm $(COV_LAST) $(PYTEST_ARGS) \
 		|| { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no SLURM test selected" || exit $$rc; }
 
 test: lint pytest ## everything CI runs: lint + the whole test suite
@@ -69,7 +77,7 @@ test: lint pytest ## everything CI runs: lint + the whole test suite
 test-quick: setup ## the test suite without the slurm, container and bench groups
 	rm -f .coverage .coverage.*
 	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slurm and not container and not bench" \
-		--cov --cov-report=term $(PYTEST_ARGS)
+		$(COV_ONLY) $(PYTEST_ARGS)
 
 lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 	@test -x $(UV) || { echo "make lock needs the workflow env (it holds uv): run make setup" >&2; exit 2; }
