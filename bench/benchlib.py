@@ -140,13 +140,6 @@ def prepared_summary(data: Path) -> dict[str, Any]:
     }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict[str, Any]:
     """The facts a reader needs to judge a timing: CPU, cores, memory, load, versions."""
     import torch
@@ -157,7 +150,7 @@ def machine() -> dict[str, Any]:
         if line.startswith("MemTotal:")
     )
     return {
-        "cpu": cpu_model(),
+        "cpu": numerics.cpu()["model"] or platform.processor() or "unknown",
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(memory_kb / 2**20, 1),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
