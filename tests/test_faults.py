@@ -393,6 +393,40 @@ def test_damaged_database_is_refused_and_the_snapshot_resumes(
     assert len(result_files(hunt.hunt_dir)) == 4  # the 3 earlier trials were kept, not rerun
 
 
+def test_a_trial_killed_between_its_result_and_its_record_runs_again(tmp_path: Path) -> None:
+    """A SIGKILL after a trial filled in its result file and before Orion recorded it leaves
+    the trial `reserved` with its result on disk (CI hit this once): the rerun must not take
+    that for a stale database, but return the trial to the pool and finish the hunt."""
+    from orion.core.io.database.pickleddb import PickledDB
+
+    hunt = finished_hunt(tmp_path)
+    last = max(hunt.trials(), key=lambda trial: trial.end_time)
+    database = PickledDB(host=str(hunt.hunt_dir / DB_FILE))
+    database.write("trials", {"status": "reserved", "end_time": None}, query={"id": last.id})
+
+    resumed = hunt.run()
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "1 trial(s) reserved by a dead worker returned to the pool" in resumed.stdout
+    statuses = {trial.id: trial.status for trial in hunt.trials()}
+    assert statuses[last.id] == "completed" and list(statuses.values()).count("completed") == 3
+
+
+def test_a_database_older_than_the_trial_folders_is_refused(tmp_path: Path) -> None:
+    """An older database (here: the one of 3 trials, after the hunt went on to 4) does not know
+    the newest trial at all: resuming from it would run that trial's point again."""
+    hunt = finished_hunt(tmp_path)
+    database = hunt.hunt_dir / DB_FILE
+    older = database.read_bytes()
+    hunt.spec.write_text(json.dumps(hunt.spec_dict() | {"max_trials": 4}))
+    assert hunt.run().returncode == 0
+    database.write_bytes(older)
+
+    refused = hunt.run()
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"{database} lacks 1 trial(s) whose folders hold a result" in refused.stderr
+    assert database.read_bytes() == older
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs: a results disk that fills up (needs root's mount, as on CI)."""

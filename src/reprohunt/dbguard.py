@@ -32,9 +32,16 @@ def completed_on_disk(hunt_dir: Path) -> set[str]:
     }
 
 
-def completed_in_database(database: object) -> set[str]:
+def known_to_database(database: object) -> set[str]:
+    """Ids of every trial the database holds, whatever its status.
+
+    Not only the completed ones: a hunt killed after a trial wrote its result file and before
+    Orion recorded it leaves that trial `reserved` with its result on disk. Recovery returns it
+    to the pool and it runs again; only a trial the database has never heard of shows that the
+    database is older than the folder or another one.
+    """
     trials = database._db["trials"].find({})  # noqa: SLF001 (Orion's EphemeralDB has no API)
-    return {trial["id"] for trial in trials if trial.get("status") == "completed"}
+    return {trial["id"] for trial in trials}
 
 
 def _fix(path: Path) -> str:
@@ -62,10 +69,10 @@ def check(hunt_dir: Path) -> None:
         raise DatabaseError(
             f"{path} is damaged ({type(error).__name__}: {error}). " + _fix(path)
         ) from error
-    lost = on_disk - completed_in_database(database)
+    lost = on_disk - known_to_database(database)
     if lost:
         raise DatabaseError(
-            f"{path} lacks {len(lost)} completed trial(s) whose folders exist (e.g. "
+            f"{path} lacks {len(lost)} trial(s) whose folders hold a result (e.g. "
             f"{sorted(lost)[0]}): it is older than the results folder or was replaced. "
             + _fix(path)
         )
