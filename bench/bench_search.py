@@ -15,10 +15,11 @@ version of the workflow's default space (config/config.yaml ``hunt.space``):
 
 Every grid point is trained once by the real recipe, exactly as a hunt trial is (hpopt mode,
 the workflow's recipe arguments, the warm launcher; two at a time on two cores, which does not
-change results: the recipe's thread count is fixed), at the hunt's budget E (hpopt.yaml's
-number_of_epochs). The recipe is deterministic, so a trial's objective is a function of its
-parameters: each algorithm then runs through Orion's Python API (``suggest``/``observe``, one
-worker, in-memory storage), every trial answered from the table. Two checks make that sound:
+change results: the recipe's thread count is fixed), at the hunt's budget E (a trial's
+number_of_epochs: hpopt.yaml's, else train.yaml's; 2 with --smoke). The recipe is
+deterministic, so a trial's objective is a function of its parameters: each algorithm then
+runs through Orion's Python API (``suggest``/``observe``, one worker, in-memory storage),
+every trial answered from the table. Two checks make that sound:
 
 - fidelity: ASHA and Hyperband search ``number_of_epochs ~ fidelity(1, E, 2)``. A 1-epoch run
   is the first epoch of an E-epoch run (same seed, same first-epoch learning rate), so its
@@ -61,6 +62,7 @@ import search_lookup_trial as lookup
 
 LOG_POINTS = 4
 # --smoke: a toy model and grid, so that every step runs in seconds.
+SMOKE_EPOCHS = 2
 SMOKE_CHOICES = {"emb_dim": [8, 16], "tdnn_channels": [16]}
 SMOKE_LOG_POINTS = 2
 SEEDS = (1, 2, 3)
@@ -124,15 +126,6 @@ class Discretised:
         return dict(self.priors)
 
 
-def full_epochs() -> int:
-    """hpopt.yaml's number_of_epochs: the budget of one hunt trial."""
-    from hyperpyyaml import load_hyperpyyaml
-
-    overrides = {"trial_id": "bench"}
-    hpopt = load_hyperpyyaml(benchlib.HPOPT_YAML.read_text(), overrides, overrides_must_match=False)
-    return int(hpopt["number_of_epochs"])
-
-
 class Table:
     """Objectives of the real recipe by grid point and epochs, computed once and kept on disk."""
 
@@ -165,7 +158,7 @@ class Table:
         workdir = scratch / name
         workdir.mkdir()
         results_file = workdir / "results.log"
-        overrides = point | ({} if epochs == self.epochs else {"number_of_epochs": epochs})
+        overrides = point | {"number_of_epochs": epochs}
         command = [benchlib.HPOPT_EXEC, *benchlib.recipe_args(self.data, workdir, overrides)]
         trial_env = benchlib.orion_trial_env(results_file, workdir, env)
         started = time.perf_counter()
@@ -337,7 +330,7 @@ def main() -> None:
     facts = benchlib.machine()
     space = Discretised(benchlib.CONFIG["hunt"]["space"], args.smoke)
     points = space.points()
-    epochs = full_epochs()
+    epochs = min(benchlib.trial_epochs(), SMOKE_EPOCHS) if args.smoke else benchlib.trial_epochs()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     table = Table(args.results_dir / "search_table.json", data, epochs, space)
     default_name = next(iter(benchlib.CONFIG["hunt"]["algorithm"]))

@@ -90,11 +90,16 @@ def recipe_defaults() -> dict[str, Any]:
     return load_hyperpyyaml(TRAIN_YAML.read_text(), {"data_folder": "unused"})
 
 
-def hpopt_epochs() -> int:
-    """hpopt.yaml's number_of_epochs: the budget of a trial without a fidelity dimension."""
+def trial_epochs(recipe_dir: Path = RECIPE_DIR) -> int:
+    """A hunt trial's budget without a fidelity dimension: hpopt.yaml's number_of_epochs if it
+    sets one, else train.yaml's."""
     from hyperpyyaml import load_hyperpyyaml
 
-    return int(load_hyperpyyaml(HPOPT_YAML.read_text())["number_of_epochs"])
+    hpopt = load_hyperpyyaml((recipe_dir / HPOPT_YAML.name).read_text(), {"trial_id": "bench"})
+    if "number_of_epochs" in hpopt:
+        return int(hpopt["number_of_epochs"])
+    train = load_hyperpyyaml((recipe_dir / TRAIN_YAML.name).read_text(), {"data_folder": "x"})
+    return int(train["number_of_epochs"])
 
 
 def default_prepare_args() -> list[str]:
