@@ -289,6 +289,34 @@ def test_a_search_of_train_yaml_alone_did_not_help_and_retrains_only_the_tuned_a
     assert {path: (path / "metrics.json").read_bytes() for path in old_runs} == old_runs
 
 
+@pytest.mark.slow
+def test_the_first_trial_is_train_yaml_as_shipped_and_is_inserted_once(tmp_path: Path) -> None:
+    """hunt.start_with_train_yaml (the default): the experiment's first trial is train.yaml's
+    own values when the space holds them, run by the hunt's own worker and counted in its
+    budget; a raised budget continues the experiment without a second copy of it."""
+    results = tmp_path / "results/speaker_id"
+    space = {"emb_dim": f"choices([16, {TRAIN_YAML_EMB_DIM}])", "lr": "loguniform(1e-3, 1e-2)"}
+    shipped = {"emb_dim": TRAIN_YAML_EMB_DIM, "lr": TRAIN_YAML_LR}
+    for max_trials in (3, 4):
+        write_config(tmp_path, merge(TINY, {"hunt": {"space": space, "max_trials": max_trials}}))
+        run = snakemake(tmp_path, "results/speaker_id/hunt/best.json")
+        assert run.returncode == 0, run.stderr[-4000:]
+        trials = json.loads((results / "hunt/trials.json").read_text())
+        assert [t["status"] for t in trials] == ["completed"] * max_trials
+        first = min(trials, key=lambda t: t["submit_time"])
+        assert first["params"] == shipped
+        assert [t["params"] for t in trials].count(shipped) == 1
+    log = (results / "logs/hunt.log").read_text()
+    assert "first trial:" not in log  # the second run found the experiment started
+
+    # A space that cannot hold train.yaml's emb_dim: the hunt runs without it and says why.
+    write_config(tmp_path, merge(TINY, {"hunt": {"max_trials": 1}}))
+    run = snakemake(tmp_path, "results/speaker_id/hunt/best.json")
+    assert run.returncode == 0, run.stderr[-4000:]
+    log = (results / "logs/hunt.log").read_text()
+    assert f"train.yaml's emb_dim {TRAIN_YAML_EMB_DIM} lies outside hunt.space.emb_dim" in log
+
+
 def test_a_read_only_results_folder_is_refused_with_its_path(tmp_path: Path) -> None:
     write_config(tmp_path, TINY)
     results = tmp_path / "results/speaker_id"

@@ -39,7 +39,7 @@ from typing import Any
 
 from hpopt.files import sha256_text, write_text_atomically
 from hpopt.process import die_with_parent
-from reprohunt import dbguard, hunt_progress, orion_noise
+from reprohunt import dbguard, first_trial, hunt_progress, orion_noise
 from reprohunt.dataverify import data_identity
 from reprohunt.orion_storage import (
     public_description,
@@ -79,6 +79,8 @@ def experiment_name(spec: dict[str, Any], data_folder: Path) -> str:
     }
     if spec.get("gpus_per_trial", 1) != 1:  # DDP trials are not comparable with 1-process ones
         identity["gpus_per_trial"] = spec["gpus_per_trial"]
+    if spec.get("start_with_train_yaml"):  # another sequence of trials
+        identity["start_with_train_yaml"] = True
     return f"{spec['experiment']}-{sha256_text(json.dumps(identity, sort_keys=True))[:8]}"
 
 
@@ -300,7 +302,7 @@ def join_hunt(
 
     pickled = spec["storage"]["type"] == "pickleddb"
 
-    def recover() -> None:
+    def when_alone() -> None:
         if pickled:  # alone: no live hunter can be between a trial's result and its record
             dbguard.check(hunt_dir)
         messages = clear_stale_db_lock(hunt_dir) if pickled else []
@@ -310,8 +312,10 @@ def join_hunt(
         if trial_messages:  # retried trials: the seeded sequence no longer replays
             with departures_file(hunt_dir, name).open("a") as record:
                 record.writelines(f"{message}\n" for message in trial_messages)
+        if spec.get("start_with_train_yaml"):
+            start_with_train_yaml(spec, command, env, storage, name)
 
-    with hunt_membership(hunt_dir, recover):
+    with hunt_membership(hunt_dir, when_alone):
         print(f"orion experiment: {name}\ncommand: {' '.join(command)}", flush=True)
         if gpus:
             lease_dir = env["HPOPT_LEASE_DIR"]
@@ -328,6 +332,20 @@ def join_hunt(
             hunt_progress.watching(name, storage, spec["max_trials"]),
         ):
             return run_orion(command, env)
+
+
+def start_with_train_yaml(
+    spec: dict[str, Any], command: list[str], env: dict[str, str], storage: dict, name: str
+) -> None:
+    """Insert the recipe as shipped as the experiment's first trial (reprohunt.first_trial)."""
+    recipe = spec["recipe"]
+    point, description = first_trial.train_yaml_point(
+        Path(recipe["dir"]) / recipe["train_yaml"], spec["space"]
+    )
+    if point is None:
+        print(f"note: hunt.start_with_train_yaml: no first trial: {description}", flush=True)
+    elif first_trial.insert(command, env, storage, name, point):
+        print(f"first trial: {description}", flush=True)
 
 
 @contextlib.contextmanager

@@ -96,6 +96,7 @@ def hunt_spec() -> dict:
         "min_free_mb": hunt.get("min_free_mb"),
         "gpus": hunt.get("gpus", []),
         "warm_launcher": hunt["warm_launcher"],
+        "start_with_train_yaml": hunt["start_with_train_yaml"],
         "space": hunt["space"],
         "recipe": RECIPE,
         "data_folder": f"{RESULTS}/data",
