@@ -67,13 +67,18 @@ def test_smoke_workflow_benchmarks(tmp_path: Path) -> None:
     assert results["scaling"]["runs"]["2"]["completed"] >= 2
     assert "5. Default hunt" in table and "4. Completed trials per hour" in table
     value = results["search_value"]
-    assert set(value["summary"]) == {"default", "asha-2-15"}
+    assert set(value["summary"]) == {"default", "default-native", "asha-5-15"}
     # Both arms were really retrained at every training seed, and compared seed by seed.
     for row in value["algorithms"]["default"]:
         test = row["comparison"]["splits"]["test"]
         assert len(test["tuned"]["values"]) == len(value["training_seeds"]) == 2
         assert test["untuned"]["values"] == value["untuned"]["values"]
-    assert "7. Does the search pay?" in table and "7. Default vs asha-2-15" in table
+    # The other profile's pick is compared with train.yaml retrained under that profile.
+    (native,) = value["algorithms"]["default-native"]
+    assert native["numerics"] == "native"
+    assert native["comparison"]["splits"]["test"]["untuned"]["values"]
+    assert "7. Does the search pay?" in table and "7. Default vs asha-5-15" in table
+    assert "7. Default under numerics native" in table
 
 
 def test_unknown_benchmark_is_refused_before_any_work(tmp_path: Path) -> None:

@@ -47,14 +47,17 @@ def run(
     data_folder: Path,
     out: Path,
     log: TextIO,
+    env: dict[str, str] | None = None,
 ) -> Result:
-    """Train `recipe` with `params` into `out`, then load and check its result file."""
+    """Train `recipe` with `params` into `out`, then load and check its result file.
+
+    `env`: the recipe's environment (default: this process's), e.g. another numerics profile."""
     command = [sys.executable] + recipes.command(
         recipe, data_folder=str(data_folder), output_folder=str(out), params=params
     )
     log.write(f"command: {' '.join(command)}\n")
     log.flush()
-    code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
         raise ResultError(f"the recipe exited with {code}: {' '.join(command)}")
     return load(out / recipe["result"])
