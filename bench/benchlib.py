@@ -47,6 +47,15 @@ RECIPE_SEED = CONFIG["recipe"]["seed"]
 # Every benchmark measures under the default config's numerics profile (README "Numerics"), set
 # here, before a benchmark imports torch, and inherited by every process it starts.
 NUMERICS = CONFIG.get("numerics", numerics.PORTABLE)
+# What Snakemake sets to a shell rule's thread count (snakemake/shell.py).
+SNAKEMAKE_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 numerics.apply(NUMERICS, "config/config.yaml: numerics")
 
 # The toy corpus of --smoke runs (the test suite's tiny corpus): seconds instead of minutes.
@@ -115,22 +124,23 @@ def corpus(args: argparse.Namespace) -> Path:
         if not (args.data / "prepared.json").is_file():
             raise SystemExit(f"--data {args.data}: no prepared.json (run speaker_id_prepare)")
         return args.data.resolve()
+    from reprohunt.recipe import code_hashes
+
     prepare_args = SMOKE_PREPARE_ARGS if args.smoke else default_prepare_args()
-    digest = hashlib.sha256(" ".join(prepare_args).encode()).hexdigest()[:12]
+    # The features depend on the thread count: prepare with one, as the workflow's prepare rule
+    # does (Snakemake sets these to the rule's threads). The folder's name covers what the
+    # features depend on, so a corpus made by other code or numerics is never reused.
+    env = os.environ | dict.fromkeys(SNAKEMAKE_THREAD_VARIABLES, "1")
+    identity = {"args": prepare_args, "numerics": NUMERICS, "code": code_hashes(RECIPE_DIR)}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     folder = (args.results_dir / "corpus" / digest).resolve()
     if not (folder / "prepared.json").is_file():
         print(f"preparing the corpus ({' '.join(prepare_args)}) in {folder}", flush=True)
         subprocess.run(
-            [
-                PYTHON,
-                str(PREPARE_SCRIPT),
-                *prepare_args,
-                "--out",
-                str(folder),
-            ]
-            + ["--overwrite"],
+            [PYTHON, str(PREPARE_SCRIPT), *prepare_args, "--out", str(folder), "--overwrite"],
             check=True,
             stdout=subprocess.DEVNULL,
+            env=env,
         )
     return folder
 
