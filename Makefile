@@ -44,40 +44,23 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 	$(WORKFLOW_ENV)/bin/snakemake --lint --cores 1
 	$(WORKFLOW_ENV)/bin/hadolint Dockerfile
 
-# pytest exits 5 when it collects nothing: that passes only if there is truly no test file.
-# --cov: the coverage of src/ and the recipes, subprocesses included ([tool.coverage] in
-# pyproject.toml); COVERAGE_FILE is absolute so the jobs of a test's own working folder add to it.
-# Two pytest-xdist workers even on 2 cores: the end-to-end tests wait a lot (process start-up,
-# polling), so test_workflow.py + test_audit.py took 140 s instead of 191 s; the bench file stays
-# on one worker (xdist_group, --dist loadgroup). The SLURM file runs after, in one process of its
-# own: under two workers both started a throw-away cluster on this host, and the two clusters'
-# jobs hung (measured). PYTEST_WORKERS=0: one process for the first part too.
+# The suite (tests/suite.sh): the SLURM file in a process of its own beside the rest, which
+# runs on two pytest-xdist workers even on 2 cores (the end-to-end tests wait a lot: process
+# start-up, polling); the bench file stays on one worker (xdist_group, --dist loadgroup).
+# PYTEST_WORKERS=0: one process. Measured in the README, "Tests".
+# COVERAGE=1 (the default): the coverage figure of src/ and the recipes, subprocesses included
+# ([tool.coverage] in pyproject.toml). COVERAGE=0 skips measuring.
 PYTEST_WORKERS ?= 2
-# COVERAGE=1: the coverage figure of src/ and the recipes. Off by default: in the one whole run
-# with it (2 workers, subprocesses measured) two tests failed that pass without it, and there
-# was no time left to find out why; see the landing note.
-ifneq ($(COVERAGE),)
-COV_FIRST := --cov --cov-report=
-COV_LAST := --cov --cov-append --cov-report=term
-COV_ONLY := --cov --cov-report=term
-endif
-PYTEST := PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" COVERAGE_FILE="$(CURDIR)/.coverage" \
-	$(TRAIN_ENV)/bin/python -m pytest
-pytest: setup ## the test suite (COVERAGE=1: with its coverage figure)
-	rm -f .coverage .coverage.*
-	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slurm" $(COV_FIRST) $(PYTEST_ARGS) \
-		|| { rc=$$?; if [ $$rc -eq 5 ] && ! compgen -G 'tests/test_*.py' >/dev/null; then \
-			echo "pytest: no test files, nothing to run"; else exit $$rc; fi; }
-	$(PYTEST) -m slurm $(COV_LAST) $(PYTEST_ARGS) \
-		|| { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no SLURM test selected" || exit $$rc; }
+COVERAGE ?= 1
+pytest: setup ## the test suite and its coverage figure (COVERAGE=0: without)
+	tests/suite.sh $(TRAIN_ENV)/bin/python $(PYTEST_WORKERS) $(COVERAGE) $(PYTEST_ARGS)
 
 test: lint pytest ## everything CI runs: lint + the whole test suite
 
 # What a developer runs while editing: no SLURM cluster, container image or benchmarks.
 test-quick: setup ## the test suite without the slurm, container and bench groups
-	rm -f .coverage .coverage.*
-	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slurm and not container and not bench" \
-		$(COV_ONLY) $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" $(TRAIN_ENV)/bin/python -m pytest -n $(PYTEST_WORKERS) \
+		--dist loadgroup -m "not slurm and not container and not bench" $(PYTEST_ARGS)
 
 lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 	@test -x $(UV) || { echo "make lock needs the workflow env (it holds uv): run make setup" >&2; exit 2; }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make pytest`: the whole suite, the SLURM file in a process of its own beside the rest, then
+# one coverage figure of src/ and the recipes over both ([tool.coverage] in pyproject.toml).
+#
+# Why two processes: under pytest-xdist both workers started a throw-away SLURM cluster on this
+# host and the two clusters' jobs hung, so the SLURM file needs a process of its own; and its
+# tests mostly wait (job start, sacct status checks), so running it beside the rest instead of
+# after it saves most of its minutes (measured: see the README, "Tests").
+#
+#   tests/suite.sh PYTHON WORKERS COVERAGE [PYTEST_ARGS...]
+#     PYTHON    the train env's python; WORKERS: pytest-xdist workers for the non-SLURM part
+#     COVERAGE  1: measure (subprocesses too; data files .coverage-main* / .coverage-slurm*)
+set -euo pipefail
+python=$1 workers=$2 coverage=$3
+shift 3
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$(dirname "$python"):$PATH"
+rm -f .coverage .coverage-main* .coverage-slurm*
+cov=()
+if [[ $coverage == 1 ]]; then cov=(--cov --cov-report=); fi
+
+slurm_log=$(mktemp)
+trap 'rm -f "$slurm_log"' EXIT
+COVERAGE_FILE="$root/.coverage-slurm" "$python" -m pytest -m slurm ${cov[@]+"${cov[@]}"} "$@" \
+	>"$slurm_log" 2>&1 &
+slurm=$!
+
+# pytest exits 5 when it collects nothing: that passes only if nothing was there to collect.
+set +e
+COVERAGE_FILE="$root/.coverage-main" "$python" -m pytest -n "$workers" --dist loadgroup \
+	-m "not slurm" ${cov[@]+"${cov[@]}"} "$@"
+main_rc=$?
+wait "$slurm"
+slurm_rc=$?
+set -e
+echo "=============== the SLURM file (tests/test_slurm.py, run beside the rest) ==============="
+cat "$slurm_log"
+if [[ $main_rc -eq 5 ]] && ! compgen -G 'tests/test_*.py' >/dev/null; then
+	echo "pytest: no test files, nothing to run"
+	main_rc=0
+fi
+if [[ $slurm_rc -eq 5 ]]; then
+	echo "pytest: no SLURM test selected"
+	slurm_rc=0
+fi
+if [[ $coverage == 1 ]]; then
+	parts=()
+	for part in .coverage-main .coverage-slurm; do [[ -f $part ]] && parts+=("$part"); done
+	"$python" -m coverage combine --keep --data-file=.coverage "${parts[@]}"
+	"$python" -m coverage report --data-file=.coverage
+fi
+exit $((main_rc ? main_rc : slurm_rc))
