@@ -11,11 +11,11 @@
 #     PYTHON    the train env's python; WORKERS: pytest-xdist workers for the non-SLURM part
 #     COVERAGE  1: measure (subprocesses too; data files .coverage-main* / .coverage-slurm*)
 set -euo pipefail
-python=$1 workers=$2 coverage=$3
+python="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")" workers=$2 coverage=$3
 shift 3
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export PATH="$(dirname "$python"):$PATH"
+export PATH="$(dirname "$python"):$PATH"  # absolute: tests start commands in other folders
 rm -f .coverage .coverage-main* .coverage-slurm*
 cov=()
 if [[ $coverage == 1 ]]; then cov=(--cov --cov-report=); fi
