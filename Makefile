@@ -44,15 +44,14 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 	$(WORKFLOW_ENV)/bin/snakemake --lint --cores 1
 	$(WORKFLOW_ENV)/bin/hadolint Dockerfile
 
-# The suite (tests/suite.sh): the SLURM file in a process of its own beside the rest, which
-# runs on two pytest-xdist workers even on 2 cores (the end-to-end tests wait a lot: process
-# start-up, polling); the bench file stays on one worker (xdist_group, --dist loadgroup).
-# PYTEST_WORKERS=0: one process. Measured in the README, "Tests".
-# COVERAGE=1 (the default): the coverage figure of src/ and the recipes, subprocesses included
-# ([tool.coverage] in pyproject.toml). COVERAGE=0 skips measuring.
+# The suite (tests/suite.sh): everything but SLURM on two pytest-xdist workers even on 2 cores
+# (the end-to-end tests wait a lot: process start-up, polling; the bench file stays on one
+# worker, xdist_group + --dist loadgroup), then the SLURM file in a process of its own.
+# PYTEST_WORKERS=0: one process. COVERAGE=1: the coverage figure of src/ and the recipes,
+# subprocesses included ([tool.coverage] in pyproject.toml); off by default (README "Tests").
 PYTEST_WORKERS ?= 2
-COVERAGE ?= 1
-pytest: setup ## the test suite and its coverage figure (COVERAGE=0: without)
+COVERAGE ?= 0
+pytest: setup ## the test suite (COVERAGE=1: with its coverage figure)
 	tests/suite.sh $(TRAIN_ENV)/bin/python $(PYTEST_WORKERS) $(COVERAGE) $(PYTEST_ARGS)
 
 test: lint pytest ## everything CI runs: lint + the whole test suite

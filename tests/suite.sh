@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# `make pytest`: the whole suite, the SLURM file in a process of its own beside the rest, then
-# one coverage figure of src/ and the recipes over both ([tool.coverage] in pyproject.toml).
+# `make pytest`: the whole suite in two pytest processes, everything but the SLURM file on
+# pytest-xdist workers, then the SLURM file in a process of its own; with COVERAGE=1 one coverage
+# figure of src/ and the recipes over both ([tool.coverage] in pyproject.toml).
 #
-# Why two processes: under pytest-xdist both workers started a throw-away SLURM cluster on this
-# host and the two clusters' jobs hung, so the SLURM file needs a process of its own; and its
-# tests mostly wait (job start, sacct status checks), so running it beside the rest instead of
-# after it saves most of its minutes (measured: see the README, "Tests").
+# Why a process of its own, after the rest: under pytest-xdist both workers started a throw-away
+# SLURM cluster on this host and the two clusters' jobs hung; run beside the rest (measured
+# once), its jobs did not start for 20 min, so it runs after.
 #
 #   tests/suite.sh PYTHON WORKERS COVERAGE [PYTEST_ARGS...]
 #     PYTHON    the train env's python; WORKERS: pytest-xdist workers for the non-SLURM part
@@ -20,22 +20,14 @@ rm -f .coverage .coverage-main* .coverage-slurm*
 cov=()
 if [[ $coverage == 1 ]]; then cov=(--cov --cov-report=); fi
 
-slurm_log=$(mktemp)
-trap 'rm -f "$slurm_log"' EXIT
-COVERAGE_FILE="$root/.coverage-slurm" "$python" -m pytest -m slurm ${cov[@]+"${cov[@]}"} "$@" \
-	>"$slurm_log" 2>&1 &
-slurm=$!
-
 # pytest exits 5 when it collects nothing: that passes only if nothing was there to collect.
 set +e
 COVERAGE_FILE="$root/.coverage-main" "$python" -m pytest -n "$workers" --dist loadgroup \
 	-m "not slurm" ${cov[@]+"${cov[@]}"} "$@"
 main_rc=$?
-wait "$slurm"
+COVERAGE_FILE="$root/.coverage-slurm" "$python" -m pytest -m slurm ${cov[@]+"${cov[@]}"} "$@"
 slurm_rc=$?
 set -e
-echo "=============== the SLURM file (tests/test_slurm.py, run beside the rest) ==============="
-cat "$slurm_log"
 if [[ $main_rc -eq 5 ]] && ! compgen -G 'tests/test_*.py' >/dev/null; then
 	echo "pytest: no test files, nothing to run"
 	main_rc=0
