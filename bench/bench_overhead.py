@@ -10,8 +10,9 @@ Three variants alternate, so load drifts hit them alike:
   reporter, ``report_objective``): the baseline;
 - ``hpopt_warm``: hpopt through the warm launcher (``hpopt-exec``), as the workflow runs trials.
 
-Overhead = start-up + reporting, i.e. everything but the epochs. A default trial has two epochs
-(hpopt.yaml), so its wall time is projected as start-up + 2 x one epoch's training + reporting;
+Overhead = start-up + reporting, i.e. everything but the epochs. A default trial trains
+``benchlib.trial_epochs()`` epochs (hpopt.yaml's, else train.yaml's), so its wall time is
+projected as start-up + that many x one epoch's training + reporting;
 the target is an overhead of at most 10 % of that. Every trial's objective is checked to be the
 same in all variants.
 
@@ -29,7 +30,6 @@ import benchlib
 
 VARIANTS = ("hpopt", "orion_client", "hpopt_warm")
 SPANS = ("startup_s", "training_s", "reporting_s", "wall_s")
-DEFAULT_TRIAL_EPOCHS = 2
 TARGET_OVERHEAD = 0.10
 
 
@@ -44,7 +44,7 @@ def sample(variant: str, data: Path, workdir: Path, env: dict[str, str], smoke: 
 def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
     medians = {span: statistics.median(s[span] for s in samples) for span in SPANS}
     overhead = medians["startup_s"] + medians["reporting_s"]
-    default_trial = overhead + DEFAULT_TRIAL_EPOCHS * medians["training_s"]
+    default_trial = overhead + benchlib.trial_epochs() * medians["training_s"]
     return {
         "median_s": medians,
         "spread_s": {span: benchlib.spread([s[span] for s in samples]) for span in SPANS},
