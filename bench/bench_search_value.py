@@ -93,6 +93,11 @@ def with_seed(algorithm: dict[str, Any], seed: int) -> dict[str, Any]:
     return {name: {**(options or {}), "seed": seed}}
 
 
+def seeded_hunt(default: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The default hunt config with its algorithm's seed replaced by ``seed``."""
+    return default | {"algorithm": with_seed(default["algorithm"], seed)}
+
+
 def short_recipe(cache: Path) -> Path:
     """A copy of the recipe whose trials train SHORT_EPOCHS epochs (the former default), made
     again when the recipe changed (copy2 keeps the files' times: Snakemake sees no newer input)."""
@@ -119,9 +124,7 @@ def candidates(
     random = {"random": {"seed": seed}}
     bare = {"start_with_train_yaml": False}
     return {
-        "tpe-no-first-trial": {
-            "hunt": default | {"algorithm": with_seed(default["algorithm"], seed)} | bare
-        },
+        "tpe-no-first-trial": {"hunt": seeded_hunt(default, seed) | bare},
         "random-full": {
             "hunt": {"algorithm": random, "space": space, "max_trials": round(budget / full)} | bare
         },
@@ -293,16 +296,15 @@ def main() -> None:
     profile = benchlib.NUMERICS
     other = next(p for p in numerics.PROFILES if p != profile)
 
-    def seeded(seed: int) -> dict[str, Any]:
-        return {"hunt": default | {"algorithm": with_seed(default["algorithm"], seed)}}
-
     cache = args.results_dir / "search_value_runs"
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as hunts:
         retrainer = Retrainer(cache, data, args.jobs)
         started = time.perf_counter()
         picks: dict[str, dict[int, concurrent.futures.Future[dict[str, Any]]]] = {
             "default": {
-                seed: hunts.submit(hunt, cache, data, f"default-{seed}", seeded(seed))
+                seed: hunts.submit(
+                    hunt, cache, data, f"default-{seed}", {"hunt": seeded_hunt(default, seed)}
+                )
                 for seed in hunt_seeds
             },
             f"default-{other}": {
@@ -311,7 +313,7 @@ def main() -> None:
                     cache,
                     data,
                     f"default-{other}-{hunt_seeds[0]}",
-                    seeded(hunt_seeds[0]) | {"numerics": other},
+                    {"hunt": seeded_hunt(default, hunt_seeds[0]), "numerics": other},
                 )
             },
         }
