@@ -15,21 +15,33 @@ cannot_install() {
   exit 3
 }
 
-packages=() missing=()
-for spec in "$@"; do
-  package=${spec%%:*}
-  IFS=, read -r -a commands <<<"${spec#*:}"
-  for command in "${commands[@]}"; do
-    if ! command -v "$command" >/dev/null 2>&1; then
-      packages+=("$package")
-      missing+=("$command")
-      break
-    fi
+# Sets packages and missing: the packages with a command not on PATH, and those commands.
+find_missing() {
+  packages=() missing=()
+  local spec package command commands
+  for spec in "$@"; do
+    package=${spec%%:*}
+    IFS=, read -r -a commands <<<"${spec#*:}"
+    for command in "${commands[@]}"; do
+      if ! command -v "$command" >/dev/null 2>&1; then
+        packages+=("$package")
+        missing+=("$command")
+        break
+      fi
+    done
   done
-done
+}
+
+find_missing "$@"
 ((${#packages[@]} == 0)) && exit 0
 [[ $(id -u) -eq 0 ]] || cannot_install "${packages[*]} (missing ${missing[*]}): not root; as root: apt-get install ${packages[*]}"
 command -v apt-get >/dev/null || cannot_install "${packages[*]} (missing ${missing[*]}): no apt-get (Debian 12)"
+# One install at a time (tests install chromium or qemu while the SLURM cluster starts beside
+# them): apt-get would fail on its own lock. After the wait, another may have installed ours.
+exec 9>>/tmp/reprohunt-ensure-packages.lock
+flock -w 1800 9 || cannot_install "${packages[*]}: another install held the lock for 30 min"
+find_missing "$@"
+((${#packages[@]} == 0)) && exit 0
 echo "ensure-packages: installing ${packages[*]} (missing: ${missing[*]}); log: $LOG" >&2
 mkdir -p "$(dirname "$LOG")"
 policy=/usr/sbin/policy-rc.d own_policy=0
@@ -42,7 +54,7 @@ rc=0
 {
   apt-get update -q &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
-} >"$LOG" 2>&1 || rc=$?
+} >"$LOG" 2>&1 9>&- || rc=$?
 ((own_policy)) && rm -f "$policy"
 ((rc == 0)) || cannot_install "${packages[*]}: apt-get failed (exit $rc), see $LOG: $(tail -n 5 "$LOG")"
 for command in "${missing[@]}"; do

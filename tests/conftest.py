@@ -58,9 +58,14 @@ def built_once(
     every worker would build its own tiny run. The workers share the parent of their base temp
     folders; the first takes the lock and builds, the others wait and reuse. A folder without
     its `.built` mark (a build that failed) is built again, so each worker sees the failure.
+    tests/suite.sh runs two pytest processes and names one folder for both in
+    $REPROHUNT_TEST_SHARED, so that the SLURM process reuses the tiny run too.
     """
+    shared = os.environ.get("REPROHUNT_TEST_SHARED")
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if shared:
+        root = Path(shared)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
     folder = root / name
     with FileLock(str(root / f"{name}.lock")):

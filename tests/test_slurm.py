@@ -51,8 +51,12 @@ CANCEL_NOTICE_S = 30
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """A running cluster: `env` for its clients (SLURM_CONF, PATH), `node`, `up_s`."""
-    state = tmp_path_factory.mktemp("slurm")
+    """A running cluster: `env` for its clients (SLURM_CONF, PATH), `node`, `up_s`.
+
+    tests/suite.sh starts it in $REPROHUNT_SLURM_STATE while the other tests run (the install
+    and the daemons' start take minutes); up.sh is idempotent, so here it only checks.
+    """
+    state = Path(os.environ.get("REPROHUNT_SLURM_STATE") or tmp_path_factory.mktemp("slurm"))
     started = time.monotonic()
     up = subprocess.run([str(UP), str(state)], capture_output=True, text=True, timeout=1200)
     if up.returncode == 3:
