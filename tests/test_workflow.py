@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_run import REPO, TINY, merge, snakemake, snakemake_command, write_config
+from workflow_run import REPO, TINY, TRAIN_ENV, merge, snakemake, snakemake_command, write_config
 
 from hpopt.files import sha256_file
 
@@ -95,6 +95,22 @@ def test_end_to_end_then_rerun_does_nothing(tiny_run: Path) -> None:
     assert re.search(r"evaluation: (\S+)", stats).group(1) == repr(best["objective"])
     for name, value in best["params"].items():
         assert f"/{name}: {value}" in stats
+    # The step prints Orion's own format in-process: the file is what `orion info` prints.
+    database = {
+        "ORION_DB_TYPE": "pickleddb",
+        "ORION_DB_ADDRESS": str(results / "hunt/orion_db.pkl"),
+    }
+    cli = [
+        str(TRAIN_ENV / "bin/orion"),
+        "info",
+        "-n",
+        best["experiment"],
+        "-v",
+        str(best["version"]),
+    ]
+    printed = subprocess.run(cli, capture_output=True, text=True, env=os.environ | database)
+    assert printed.returncode == 0, printed.stderr
+    assert info == printed.stdout
 
     trials = json.loads((results / "hunt/trials.json").read_text())
     completed = [t for t in trials if t["status"] == "completed"]

@@ -1,7 +1,9 @@
 """The best-trial step: `orion info` verbatim, plus the same facts as machine-readable files.
 
 Writes into the hunt folder:
-- `orion_info.txt`: exactly what `orion info -n NAME -v VERSION` prints;
+- `orion_info.txt`: exactly what `orion info -n NAME -v VERSION` prints: the same Orion function
+  (`format_info`) on the experiment loaded the same way, in this process, since a second Orion
+  start-up in a subprocess cost most of this step's time;
 - `best.json` / `best.yaml`: the trial `orion info` calls best (Orion's own `stats.best_trials_id`,
   so the two can never disagree), with params stripped of Orion's leading `/`;
 - `trials.json`: every trial with status, params, objective and duration, for the report and the
@@ -14,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from reprohunt.orion_storage import storage_config, storage_env
+from reprohunt.orion_storage import storage_config
 
 SELECTION_RULE = "minimum validation objective among completed trials (Orion minimises)"
 
@@ -73,17 +73,6 @@ def choose_best(experiment: Any, completed: list[Any]) -> tuple[Any, str]:
     return best, f"{SELECTION_RULE}, at the highest fidelity ({fidelity.lstrip('/')}={top})"
 
 
-def orion_info_text(name: str, version: int, env: dict[str, str], train_bin: Path) -> str:
-    result = subprocess.run(
-        [str(train_bin / "orion"), "info", "-n", name, "-v", str(version)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hunt", type=Path, required=True, help="hunt.json of the hunt step")
@@ -92,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import yaml
-    from orion.client import get_experiment
+    from orion.core.io import experiment_builder
+    from orion.core.utils.format_terminal import format_info
 
     hunt = json.loads(args.hunt.read_text())
     spec = json.loads(args.spec.read_text())
     storage = storage_config(spec["storage"], args.hunt.parent)
-    experiment = get_experiment(hunt["name"], version=hunt["version"], storage=storage)
+    # What `orion info` does (orion.core.cli.info.main): load read-only, print format_info.
+    experiment = experiment_builder.load(hunt["name"], hunt["version"], "r", storage=storage)
     trials = experiment.fetch_trials(with_evc_tree=False)
     completed = [t for t in trials if t.status == "completed"]
     if not completed:
@@ -105,12 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     best, rule = choose_best(experiment, completed)
 
-    env = os.environ | storage_env(storage)
-    train_bin = Path(sys.executable).parent
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "orion_info.txt").write_text(
-        orion_info_text(hunt["name"], hunt["version"], env, train_bin)
-    )
+    (args.out_dir / "orion_info.txt").write_text(format_info(experiment) + "\n")
     record = {
         "experiment": hunt["name"],
         "version": hunt["version"],
