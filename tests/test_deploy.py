@@ -7,8 +7,9 @@ on that branch, without venvs or results. The local provider ignores the branch 
 module's `snakefile:` as a path relative to the source (`workflow/Snakefile`), which Snakemake
 would resolve inside the deployment; the test anchors that one line at the clone, the only edit
 made to what snakedeploy wrote, and then runs the deployment with the tiny config of the shared
-`tiny_run` (train env by absolute path, recipe from the clone). The per-seed results and the
-comparison must be bit-identical to the run in the repository.
+`tiny_run` (train env by absolute path, recipe from the clone). It is also the suite's check
+that a second run in a fresh folder agrees bit for bit: the prepared features, the hunt's pick and
+objective, the per-seed results and the comparison must equal the run in the repository's.
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ def test_snakedeploy_module_gives_the_repository_result(tiny_run: Path, tmp_path
 
     experiment = yaml.safe_load((tiny_run / "config" / "config.yaml").read_text())["experiment"]
     here, there = tiny_run / "results" / experiment, deployed / "results" / config["experiment"]
+    prepared = [json.loads((r / "data/prepared.json").read_text()) for r in (here, there)]
+    assert prepared[0]["features_sha256"] == prepared[1]["features_sha256"]
+    best = [json.loads((r / "hunt/best.json").read_text()) for r in (here, there)]
+    assert best[0]["params"] == best[1]["params"]
+    assert best[0]["objective"] == best[1]["objective"]
     assert per_seed_results(there) == per_seed_results(here)
     assert len(per_seed_results(here)) == 2 * len(config["final"]["seeds"])
     comparison = "final/comparison.json"

@@ -1,4 +1,4 @@
-"""The recipe contract: a second recipe and one from outside the repo, by config file alone.
+"""The recipe contract: a second recipe, outside the repo, by config file alone.
 
 The config files of these tests live outside the repository and are given with `--configfile`
 only (no other Snakemake flag): they replace config/config.yaml, so none of its search space
@@ -169,14 +169,31 @@ def test_a_result_of_another_shape_is_refused_naming_file_and_key(
 # -- through the workflow ---------------------------------------------------------------------
 
 
+def user_recipe(folder: Path) -> Path:
+    """A copy of the MLP recipe outside the repo whose shared parts stay symlinks (absolute,
+    into the repo's speaker_id recipe), as a user's recipe that reuses another's code would."""
+    shutil.copytree(MLP, folder, symlinks=True)
+    for path in folder.iterdir():
+        if path.is_symlink():
+            target = (MLP / path.readlink()).resolve()
+            path.unlink()
+            path.symlink_to(target)
+    return folder
+
+
 @pytest.mark.slow
-def test_second_recipe_runs_by_config_alone_with_n_mels_64(tmp_path: Path) -> None:
-    """The in-repo MLP recipe, a config file outside the repo, and a data option that both the
-    preparation and the recipe read (n_mels 64, not train.yaml's 40)."""
-    config = write(tmp_path / "my.yaml", user_config(MLP, data=TINY_DATA | {"n_mels": 64}))
+def test_second_recipe_outside_the_repo_runs_by_config_alone_edit_reruns_and_audit_compares(
+    tmp_path: Path,
+) -> None:
+    """One workflow run covers: another recipe, outside the repo, whose data package is a
+    symlink; a config file outside the repo; a data option that both the preparation and the
+    recipe read (n_mels 64, not train.yaml's 40); then the audit, tampering and an edit."""
+    recipe = user_recipe(tmp_path / "my_recipe")
+    config = write(tmp_path / "my.yaml", user_config(recipe, data=TINY_DATA | {"n_mels": 64}))
+    results = tmp_path / "results/mlp"
+
     run = run_workflow(tmp_path, config)
     assert run.returncode == 0, run.stderr[-4000:]
-    results = tmp_path / "results/mlp"
     spec = json.loads((results / "hunt/spec.json").read_text())
     assert spec["space"] == MLP_SPACE  # replaced, not merged with config/config.yaml's
     assert spec["config_file"] == str(config)
@@ -185,20 +202,14 @@ def test_second_recipe_runs_by_config_alone_with_n_mels_64(tmp_path: Path) -> No
     assert result.objective == ("valid", "error_rate")
     assert set(result.metrics["test"]) == {"error_rate", "nll"}
     assert "error_rate" in (results / "report.html").read_text()
-
-
-@pytest.mark.slow
-def test_recipe_outside_the_repo_edit_reruns_and_audit_compares(tmp_path: Path) -> None:
-    recipe = tmp_path / "my_recipe"
-    shutil.copytree(MLP, recipe)  # a plain folder of the user's: symlinks resolved
-    config = write(tmp_path / "my.yaml", user_config(recipe))
-    results = tmp_path / "results/mlp"
-
-    run = run_workflow(tmp_path, config)
-    assert run.returncode == 0, run.stderr[-4000:]
     first = json.loads((results / "hunt/hunt.json").read_text())["name"]
     provenance = json.loads((results / "provenance.json").read_text())
-    assert provenance["recipe"]["code"]["train.py"] == code_hashes(recipe)["train.py"]
+    hashes = code_hashes(recipe)
+    assert provenance["recipe"]["code"]["train.py"] == hashes["train.py"]
+    assert "speaker_data/prepared.py" in hashes  # through the symlink
+    # What every trial (the hunt's spec) and every final run (final/recipe.json) is given.
+    final_recipe = json.loads((results / "final/recipe.json").read_text())
+    assert spec["recipe"]["args"] == final_recipe["args"] == {"n_mels": 64}
     assert audit(tmp_path).returncode == 0
 
     # A tampered objective in this differently shaped result fails the audit, naming it, and
