@@ -27,9 +27,11 @@ from reprohunt import numerics
 TRAIN_SCRIPT = REPO / "recipes" / "speaker_id" / "train.py"
 TRAIN_YAML = REPO / "recipes" / "speaker_id" / "train.yaml"
 ENSURE = REPO / "containers" / "ensure-packages.sh"
-# Two epochs of a small model on the tiny corpus: every op of the recipe's training and test.
+# One epoch of a small model on the tiny corpus: every op of the recipe's training, validation
+# and test (a second one adds none, and costs ~9 s emulated). After one epoch native numerics
+# already differed between this AMD host and an emulated Haswell (2026-12-03).
 PROBE_ARGS = [
-    "--number_of_epochs", "2", "--ckpt_enable", "false", "--emb_dim", "32", "--tdnn_channels", "32",
+    "--number_of_epochs", "1", "--ckpt_enable", "false", "--emb_dim", "32", "--tdnn_channels", "32",
 ]  # fmt: skip
 EMULATED = ("Haswell-v4", "EPYC-Rome-v2")
 
