@@ -46,7 +46,7 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 
 # The suite (tests/suite.sh): everything but SLURM on two pytest-xdist workers even on 2 cores
 # (the end-to-end tests wait a lot: process start-up, polling; the bench file stays on one
-# worker, xdist_group + --dist loadgroup), then the SLURM file in a process of its own.
+# worker, xdist_group + --dist loadgroup), and beside them the SLURM file in a process of its own.
 # PYTEST_WORKERS=0: one process. COVERAGE=1: the coverage figure of src/ and the recipes,
 # subprocesses included ([tool.coverage] in pyproject.toml); off by default (README "Tests").
 PYTEST_WORKERS ?= 2
