@@ -18,6 +18,7 @@ import yaml
 from workflow_run import REPO, TINY, TRAIN_ENV, merge, snakemake, snakemake_command, write_config
 
 from hpopt.files import sha256_file
+from reprohunt.orion_storage import storage_config, storage_env
 
 
 def test_unknown_config_key_stops_before_any_job(tmp_path: Path) -> None:
@@ -96,10 +97,7 @@ def test_end_to_end_then_rerun_does_nothing(tiny_run: Path) -> None:
     for name, value in best["params"].items():
         assert f"/{name}: {value}" in stats
     # The step prints Orion's own format in-process: the file is what `orion info` prints.
-    database = {
-        "ORION_DB_TYPE": "pickleddb",
-        "ORION_DB_ADDRESS": str(results / "hunt/orion_db.pkl"),
-    }
+    database = storage_env(storage_config({"type": "pickleddb"}, results / "hunt"))
     cli = [
         str(TRAIN_ENV / "bin/orion"),
         "info",
