@@ -3,7 +3,7 @@
 Writes into the hunt folder:
 - `orion_info.txt`: exactly what `orion info -n NAME -v VERSION` prints: the same Orion function
   (`format_info`) on the experiment loaded the same way, in this process, since a second Orion
-  start-up in a subprocess cost most of this step's time;
+  start-up in a subprocess cost about half of this step's time;
 - `best.json` / `best.yaml`: the trial `orion info` calls best (Orion's own `stats.best_trials_id`,
   so the two can never disagree), with params stripped of Orion's leading `/`;
 - `trials.json`: every trial with status, params, objective and duration, for the report and the
