@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -42,6 +43,17 @@ def chromium_or_skip(log: Path) -> str:
     return path
 
 
+def session_alive(session: int) -> bool:
+    """Whether a process of `session` still runs (zombies, which write nothing, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid pgrp session ...: comm may hold spaces, so split after ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                return True
+    return False
+
+
 class Browser:
     """One headless Chromium with one page; `with Browser(exe) as page: page.goto(url)`."""
 
@@ -64,6 +76,12 @@ class Browser:
                 "--no-sandbox",  # tests run as root in the project's containers
                 "--disable-gpu",
                 "--no-first-run",
+                # No background fetches (refused here, many at a time) and no crash handler:
+                # nothing but the page's own processes writes into the profile.
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-breakpad",
                 "--remote-debugging-pipe",
                 f"--user-data-dir={self.profile.name}",
                 f"--window-size={width},{height}",
@@ -74,6 +92,7 @@ class Browser:
             stderr=subprocess.DEVNULL,
             pass_fds=(3, 4),
             preexec_fn=lambda: (os.dup2(to_browser_r, 3), os.dup2(from_browser_w, 4)),
+            start_new_session=True,  # close() stops its helper processes with it
         )
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -93,6 +112,12 @@ class Browser:
         self.close()
 
     def close(self) -> None:
+        """Stop the browser and every helper it started, then remove its profile.
+
+        The helpers (renderer, utility processes) can outlive the main process for a moment
+        and still write into the profile: removing it then failed with 'Directory not empty'
+        (seen 2026-12-03). So the whole session is killed and gone before the removal.
+        """
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -100,6 +125,11 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and session_alive(self.process.pid):
+            time.sleep(0.05)
         for fd in (self._to_browser, self._from_browser):
             with contextlib.suppress(OSError):
                 os.close(fd)
