@@ -306,12 +306,13 @@ def ddp_hunt(root: Path, corpus: Path) -> Hunt:
         "hpopt_yaml": "hpopt.yaml",
         "prepare": "speaker_id_prepare.py",
         "result": "metrics.json",
-        # ckpt_enable: to find rank 0's final model afterwards; 2 epochs (hpopt.yaml keeps
-        # train.yaml's budget)
+        # ckpt_enable (which needs valid_each_epoch): to find rank 0's final model afterwards;
+        # 2 epochs (hpopt.yaml keeps train.yaml's budget)
         "args": {
             "tdnn_channels": 16,
             "batch_size": 8,
             "ckpt_enable": "true",
+            "valid_each_epoch": "true",
             "number_of_epochs": 2,
         },
         "device": "cpu",

@@ -145,10 +145,23 @@ def test_hpopt_mode_writes_the_orion_result_file(prepared_tiny: Path, tmp_path: 
     }
     hpopt_args = {"hpopt": RECIPE / "hpopt.yaml", "hpopt_mode": "orion"}
     out = tmp_path / "trial"
-    run = _train(prepared_tiny, out, env=env, **hpopt_args, number_of_epochs=1)
+    run = _train(prepared_tiny, out, env=env, **hpopt_args)
     assert run.returncode == 0, run.stderr
     metrics = _metrics(out)
-    assert "test" not in metrics["metrics"] and metrics["epochs"] == 1
+    assert "test" not in metrics["metrics"] and metrics["epochs"] == 2
+    # hpopt.yaml: valid only after the last epoch, and skipping the first one's evaluation
+    # changes no trained bit: the same trial evaluated after every epoch reports the same.
+    assert [h["valid_error"] is None for h in metrics["history"]] == [True, False]
+    every = tmp_path / "every_epoch"
+    run = _train(prepared_tiny, every, env=env, **hpopt_args, valid_each_epoch=True)
+    assert run.returncode == 0, run.stderr
+    evaluated = _metrics(every)
+    assert evaluated["history"][0]["valid_error"] is not None
+    assert evaluated["metrics"] == metrics["metrics"]
+    assert [h["train_loss"] for h in evaluated["history"]] == [
+        h["train_loss"] for h in metrics["history"]
+    ]
+    assert evaluated["history"][-1] == metrics["history"][-1]
     assert metrics["trial_id"] == "spkid-1-abc123"
     reported = json.loads(results.read_text())
     assert reported[0] == {
@@ -177,6 +190,7 @@ def test_hpopt_mode_writes_the_orion_result_file(prepared_tiny: Path, tmp_path: 
         ({"feature_source": "disk"}, "feature_source must be cache or audio"),
         ({"no_such_key": 3}, "Override 'no_such_key' not found"),
         ({"precision": "bf16"}, "--precision bf16 needs a CUDA device"),
+        ({"valid_each_epoch": "false"}, "ckpt_enable: true needs valid_each_epoch: true"),
     ],
 )
 def test_bad_settings_are_named_before_training(

@@ -107,6 +107,14 @@ def check_hparams(hparams: dict[str, Any], processes: int = 1) -> None:
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         raise RecipeError(f"num_threads must be a positive integer or null, got {threads!r}")
+    for key in ("ckpt_enable", "valid_each_epoch"):
+        if not isinstance(hparams[key], bool):
+            raise RecipeError(f"{key} must be true or false, got {hparams[key]!r}")
+    if hparams["ckpt_enable"] and not hparams["valid_each_epoch"]:
+        raise RecipeError(
+            "ckpt_enable: true needs valid_each_epoch: true (the test uses the checkpoint of the "
+            "epoch with the best valid error); set one of them the other way"
+        )
     if not hparams["data_folder"]:
         raise RecipeError(
             "data_folder is not set: pass --data_folder DIR, a folder made by "
@@ -347,20 +355,26 @@ class Experiment:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             train_loss = self._train_epoch(epoch)
-            valid = self._eval("valid")
+            # Evaluation touches no state training reads: skipping it changes no trained bit.
+            last = epoch == hparams["number_of_epochs"]
+            valid = self._eval("valid") if hparams["valid_each_epoch"] or last else None
             history.append(
                 {
                     "epoch": epoch,
                     "lr": lr,
                     "train_loss": train_loss,
-                    "valid_error": valid["error"],
-                    "valid_loss": valid["loss"],
+                    "valid_error": valid["error"] if valid else None,
+                    "valid_loss": valid["loss"] if valid else None,
                 }
             )
             workers = f" x {self.processes.size} processes" if self.processes.distributed else ""
+            scores = (
+                f"valid loss: {valid['loss']:.4f}, valid error: {valid['error']:.4f}"
+                if valid
+                else "valid: not evaluated (valid_each_epoch: false)"
+            )
             log.write(
-                f"epoch: {epoch}, lr: {lr:.2e} - train loss: {train_loss:.4f} - valid loss: "
-                f"{valid['loss']:.4f}, valid error: {valid['error']:.4f} "
+                f"epoch: {epoch}, lr: {lr:.2e} - train loss: {train_loss:.4f} - {scores} "
                 f"({time.perf_counter() - started:.1f} s, {self.threads} threads{workers})\n"
             )
             log.flush()
@@ -377,7 +391,8 @@ class Experiment:
                     )
                 # No process may read save/ (for the test) while rank 0 writes and prunes it.
                 self.processes.barrier()
-            hp.report_result({"error": valid["error"], "loss": valid["loss"]})
+            if valid:
+                hp.report_result({"error": valid["error"], "loss": valid["loss"]})
         return history
 
     def run(self) -> dict[str, Any]:
