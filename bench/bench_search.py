@@ -13,11 +13,12 @@ version of the workflow's default space (config/config.yaml ``hunt.space``):
   multiply the grid's cost;
 - a ``fidelity`` dimension is replaced by the benchmark's own (see below).
 
-Every grid point is trained once by the real recipe, exactly as a hunt trial is (hpopt mode,
+Every grid point is trained once by the real recipe, as a hunt trial is (hpopt mode,
 the workflow's recipe arguments, the warm launcher; two at a time on two cores, which does not
 change results: the recipe's thread count is fixed), at the hunt's budget E (a trial's
 number_of_epochs: hpopt.yaml's, else train.yaml's; 2 with --smoke). The recipe is
-deterministic, so a trial's objective is a function of its parameters: each algorithm then
+deterministic, so a trial's objective is a function of its parameters (it also evaluates after
+every epoch, which a trial skips: see fidelity below): each algorithm then
 runs through Orion's Python API (``suggest``/``observe``, one worker, in-memory storage),
 every trial answered from the table. Two checks make that sound:
 
@@ -158,7 +159,9 @@ class Table:
         workdir = scratch / name
         workdir.mkdir()
         results_file = workdir / "results.log"
-        overrides = point | {"number_of_epochs": epochs}
+        # Evaluated after every epoch (hpopt.yaml's trials only after the last): the fidelity
+        # entries are read from this history. Evaluation changes no trained bit.
+        overrides = point | {"number_of_epochs": epochs, "valid_each_epoch": True}
         command = [benchlib.HPOPT_EXEC, *benchlib.recipe_args(self.data, workdir, overrides)]
         trial_env = benchlib.orion_trial_env(results_file, workdir, env)
         started = time.perf_counter()
