@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -319,6 +320,9 @@ def test_every_rule_is_a_slurm_job_and_provenance_records_it(
     rerun = [job for job in jobs if job["Submit"] >= run.rerun_since]
     assert rerun and all(job["State"] == "COMPLETED" for job in rerun), jobs
     assert all(job["State"].split()[0] in ("COMPLETED", "CANCELLED") for job in jobs), jobs
+    # ... and nothing that completed ran again (one completed job at most per rule and wildcards).
+    completed = Counter(job["Comment"] for job in jobs if job["State"] == "COMPLETED")
+    assert max(completed.values()) == 1, completed
 
     scheduler = json.loads((run.results / "provenance.json").read_text())["scheduler"]
     assert scheduler["type"] == "slurm" and scheduler["sacct"] is True
