@@ -443,17 +443,35 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_full_disk_is_named_and_the_log_tail_reaches_snakemakes_output(small_disk: Path) -> None:
-    filler = (
+# The disk fills after the step's first line was logged, or before it: then every write to the
+# log fails too, and what the step printed reaches Snakemake's output from the tail alone.
+FILLERS = {
+    "after_the_first_line": (
         "import sys\n"
         "print('step started', flush=True)\n"
         "with open(sys.argv[1], 'wb') as out:\n"
         "    out.write(b'x' * 4 * 2**20)\n"
-    )
+    ),
+    "before_the_first_line": (
+        "import sys\n"
+        "try:\n"
+        "    with open(sys.argv[1], 'wb') as out:\n"
+        "        out.write(b'x' * 4 * 2**20)\n"
+        "except OSError as error:\n"
+        "    print('step started', error, flush=True)\n"
+        "    sys.exit(1)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("filler", FILLERS.values(), ids=FILLERS.keys())
+def test_a_full_disk_is_named_and_the_log_tail_reaches_snakemakes_output(
+    small_disk: Path, filler: str
+) -> None:
     command = [sys.executable, "-m", "reprohunt.logged", str(small_disk / "logs/step.log"), "--"]
     command += [sys.executable, "-c", filler, str(small_disk / "output.bin")]
     run = subprocess.run(command, capture_output=True, text=True)
-    assert run.returncode == 1
+    assert run.returncode == 1, run.stderr
     assert f"disk full at {small_disk}" in run.stderr
     assert "step started" in run.stderr and "No space left on device" in run.stderr
 

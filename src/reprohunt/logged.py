@@ -40,7 +40,8 @@ def run(log_path: Path, command: list[str]) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
     log_error: OSError | None = None
-    with open(log_path, "wb") as log:
+    # Unbuffered: a write the full disk refused leaves nothing behind for close() to retry.
+    with open(log_path, "wb", buffering=0) as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in process.stdout:
             tail.append(line)
@@ -49,13 +50,14 @@ def run(log_path: Path, command: list[str]) -> int:
                 sys.stderr.buffer.flush()
             if log_error is None:
                 try:
-                    log.write(line)
-                    log.flush()
+                    rest = memoryview(line)
+                    while rest:  # a short write is retried, so a full disk raises its errno
+                        rest = rest[log.write(rest) :]
                 except OSError as error:
                     log_error = error
         code = process.wait()
         if log_error is None:
-            try:
+            try:  # a network filesystem may report a lost write only here
                 log.close()
             except OSError as error:
                 log_error = error
