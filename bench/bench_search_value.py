@@ -9,6 +9,8 @@ search the right one? The candidates, over the default's space (config/config.ya
 - ``default-<profile>``: the same at the first hunt seed under the other numerics profile
   (README "Numerics"): a float-level perturbation of the same search, its pick compared with
   train.yaml retrained under that profile too;
+- ``tpe-24-candidates``: the default with Orion's default ``n_ei_candidates`` (24), the workflow's
+  default until TPE's collapse onto one value of each ``choices`` dimension was seen;
 - ``tpe-no-first-trial``: the default without train.yaml as its first trial;
 - ``random-full``: random search, every trial at the full budget (train.yaml's epochs);
 - ``asha-5-15``: ASHA over the epochs (``number_of_epochs~fidelity(5, 15, 3)``: a bracket trains
@@ -17,7 +19,7 @@ search the right one? The candidates, over the default's space (config/config.ya
 - ``random-2-epochs``: the workflow's default before (random search, 2-epoch trials: a copy of
   the recipe whose hpopt.yaml sets ``number_of_epochs: 2``).
 
-The candidates other than the default run without train.yaml's first trial
+The candidates other than the default and ``tpe-24-candidates`` run without train.yaml's first trial
 (``hunt.start_with_train_yaml: false``), as the algorithms come. For each and hunt seeds 1, 2, 3
 a real hunt runs (the workflow's own rules up to ``best.json``,
 in a scratch folder, on the default corpus), and its best params are retrained by the workflow's
@@ -71,7 +73,13 @@ RATIO_MEAN = 0.80
 ASHA_FIDELITY = "fidelity(5, 15, 3)"
 ASHA_EPOCHS_PER_TRIAL = (3 * 5 + 15) / 4  # one bracket: 3 trials x 5 epochs, 1 x 15
 SHORT_EPOCHS = 2
-CANDIDATES = ("tpe-no-first-trial", "random-full", "asha-5-15", "random-2-epochs")
+CANDIDATES = (
+    "tpe-24-candidates",
+    "tpe-no-first-trial",
+    "random-full",
+    "asha-5-15",
+    "random-2-epochs",
+)
 # --smoke: a toy space, three trials, one hunt seed, ASHA (over 1 or 2 epochs) beside it.
 SMOKE_HUNT: dict[str, Any] = {
     "algorithm": {"random": {"seed": 1}},
@@ -123,8 +131,13 @@ def candidates(
     full = benchlib.trial_epochs()
     random = {"random": {"seed": seed}}
     bare = {"start_with_train_yaml": False}
+    seeded = seeded_hunt(default, seed)
+    ((tpe, options),) = seeded["algorithm"].items()
     return {
-        "tpe-no-first-trial": {"hunt": seeded_hunt(default, seed) | bare},
+        "tpe-24-candidates": {
+            "hunt": seeded | {"algorithm": {tpe: options | {"n_ei_candidates": 24}}}
+        },
+        "tpe-no-first-trial": {"hunt": seeded | bare},
         "random-full": {
             "hunt": {"algorithm": random, "space": space, "max_trials": round(budget / full)} | bare
         },
