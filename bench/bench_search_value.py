@@ -132,10 +132,10 @@ def candidates(
     random = {"random": {"seed": seed}}
     bare = {"start_with_train_yaml": False}
     seeded = seeded_hunt(default, seed)
-    ((tpe, options),) = seeded["algorithm"].items()
+    ((name, options),) = seeded["algorithm"].items()  # TPE in the default config
     return {
         "tpe-24-candidates": {
-            "hunt": seeded | {"algorithm": {tpe: options | {"n_ei_candidates": 24}}}
+            "hunt": seeded | {"algorithm": {name: options | {"n_ei_candidates": 24}}}
         },
         "tpe-no-first-trial": {"hunt": seeded | bare},
         "random-full": {
