@@ -95,15 +95,15 @@ SMOKE_FIDELITY = "fidelity(1, 2, 2)"
 SMOKE_CANDIDATES = ("asha-5-15",)
 
 
-def with_seed(algorithm: dict[str, Any], seed: int) -> dict[str, Any]:
-    """``{"tpe": {"seed": 1, ...}}`` with its seed replaced by ``seed``."""
-    ((name, options),) = algorithm.items()
-    return {name: {**(options or {}), "seed": seed}}
+def with_options(hunt: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """A hunt config whose algorithm (``{"tpe": {"seed": 1, ...}}``) has ``options`` set."""
+    ((name, current),) = hunt["algorithm"].items()
+    return hunt | {"algorithm": {name: {**(current or {}), **options}}}
 
 
 def seeded_hunt(default: dict[str, Any], seed: int) -> dict[str, Any]:
     """The default hunt config with its algorithm's seed replaced by ``seed``."""
-    return default | {"algorithm": with_seed(default["algorithm"], seed)}
+    return with_options(default, seed=seed)
 
 
 def short_recipe(cache: Path) -> Path:
@@ -132,11 +132,8 @@ def candidates(
     random = {"random": {"seed": seed}}
     bare = {"start_with_train_yaml": False}
     seeded = seeded_hunt(default, seed)
-    ((name, options),) = seeded["algorithm"].items()  # TPE in the default config
     return {
-        "tpe-24-candidates": {
-            "hunt": seeded | {"algorithm": {name: options | {"n_ei_candidates": 24}}}
-        },
+        "tpe-24-candidates": {"hunt": with_options(seeded, n_ei_candidates=24)},
         "tpe-no-first-trial": {"hunt": seeded | bare},
         "random-full": {
             "hunt": {"algorithm": random, "space": space, "max_trials": round(budget / full)} | bare
