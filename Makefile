@@ -47,11 +47,12 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 # The suite (tests/suite.sh): everything but SLURM on two pytest-xdist workers even on 2 cores
 # (the end-to-end tests wait a lot: process start-up, polling; the bench file stays on one
 # worker, xdist_group + --dist loadgroup), and beside them the SLURM file in a process of its own.
-# PYTEST_WORKERS=0: one process. COVERAGE=1: the coverage figure of src/ and the recipes,
-# subprocesses included ([tool.coverage] in pyproject.toml); off by default (README "Tests").
+# PYTEST_WORKERS=0: one process. The coverage figure of src/ and the recipes, subprocesses
+# included ([tool.coverage] in pyproject.toml), is printed at the end; COVERAGE=0 leaves it out
+# (README "Tests": what it costs).
 PYTEST_WORKERS ?= 2
-COVERAGE ?= 0
-pytest: setup ## the test suite (COVERAGE=1: with its coverage figure)
+COVERAGE ?= 1
+pytest: setup ## the test suite and its coverage figure (COVERAGE=0: without)
 	tests/suite.sh $(TRAIN_ENV)/bin/python $(PYTEST_WORKERS) $(COVERAGE) $(PYTEST_ARGS)
 
 test: lint pytest ## everything CI runs: lint + the whole test suite

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make pytest`: the whole suite in two pytest processes side by side: everything but the SLURM
 # file on pytest-xdist workers, and the SLURM file in a process of its own (its output follows
-# the rest's); with COVERAGE=1 one coverage figure of src/ and the recipes over both
-# ([tool.coverage] in pyproject.toml).
+# the rest's); with COVERAGE=1 (make's default) one coverage figure of src/ and the recipes
+# over both ([tool.coverage] in pyproject.toml).
 #
 # Why a process of its own: under pytest-xdist both workers started a throw-away SLURM cluster
 # on this host and the two clusters' jobs hung. Each process has a --basetemp of its own: with
