@@ -200,6 +200,7 @@ def test_orion_finds_the_algorithms_through_the_entry_point():
     assert found == {
         "hyperbandreseeded": "reprohunt.orion_algorithms:HyperbandReseeded",
         "ashareseeded": "reprohunt.orion_algorithms:ASHAReseeded",
+        "optuna": "reprohunt.orion_optuna:Optuna",
     }, "the installed reprohunt metadata is stale: rerun `make setup`"
     assert algo_factory.get_class("hyperbandreseeded") is ours.HyperbandReseeded
     assert algo_factory.get_class("ashareseeded") is ours.ASHAReseeded

@@ -1,0 +1,149 @@
+"""Optuna's samplers as an Orion algorithm, so a hunt can model its dimensions jointly.
+
+Why: Orion 0.2.7's ``tpe`` fits one Parzen estimator per dimension and draws each value on its
+own, so it cannot learn that one value of a dimension is good only together with a value of
+another (here: 256-dimensional embeddings with 128 channels and little dropout). Optuna's
+``TPESampler(multivariate=True)`` fits one estimator over all dimensions (Falkner et al., BOHB,
+ICML 2018), and its ``GPSampler`` a Gaussian process; README "Does the search pay?" has what each
+found. Registered through Orion's algorithm entry point (pyproject.toml), so a hunt selects it
+by name::
+
+    experiment:
+      algorithm:
+        optuna:
+          seed: 1
+          sampler: TPESampler
+          options: {multivariate: true, n_startup_trials: 8}
+
+``sampler`` is the name of a class in ``optuna.samplers`` and ``options`` its keyword arguments
+(its seed comes from ``seed``). Optuna only proposes: Orion keeps the trials, the storage, the
+workers and the budget, and this class keeps no state beyond Orion's registry of trials. At
+every suggestion it rebuilds an in-memory Optuna study from the registry, in the order Orion
+registered the trials (completed ones with their objective, broken ones as failed, pending ones
+as running), and asks a sampler seeded from (``seed``, number of registered trials). A hunt
+restores the algorithm from its storage before every step; the registry is all that is
+restored, so a seeded hunt replays the same trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState, create_trial
+from orion.algo.base import BaseAlgorithm
+from orion.algo.space import Space
+from orion.core.utils.format_trials import dict_to_trial
+from orion.core.worker.trial import Trial
+
+Seed = int | Sequence[int] | None
+
+# Optuna logs every trial it is told of at INFO; the hunt's log already has Orion's lines.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Orion's trial status -> the Optuna state a sampler reads it as.
+_STATES = {"completed": TrialState.COMPLETE, "broken": TrialState.FAIL}
+
+
+def distribution(dimension: Any) -> BaseDistribution:
+    """The Optuna distribution of one Orion dimension (its prior, without Orion's wrappers)."""
+    dimension = getattr(dimension, "original_dimension", dimension)
+    if dimension.type == "fidelity":
+        raise ValueError(
+            f"optuna: dimension {dimension.name!r} is a fidelity; Optuna's samplers train every "
+            "trial at one budget (use ashareseeded or hyperbandreseeded for a fidelity)"
+        )
+    prior = dimension.prior_name
+    if prior == "choices":
+        return CategoricalDistribution(tuple(dimension.categories))
+    low, high = dimension.interval()
+    if prior in ("uniform", "reciprocal"):
+        return FloatDistribution(float(low), float(high), log=prior == "reciprocal")
+    if prior in ("int_uniform", "int_reciprocal"):
+        return IntDistribution(int(low), int(high), log=prior == "int_reciprocal")
+    raise ValueError(
+        f"optuna: dimension {dimension.name!r} has prior {prior!r}; supported: uniform, "
+        "loguniform, uniform/loguniform with discrete=True, choices"
+    )
+
+
+class Optuna(BaseAlgorithm):
+    """An Optuna sampler proposing the trials of an Orion hunt (module docstring)."""
+
+    # The space as the user wrote it: Optuna handles log scales and categories itself.
+    requires_type = None
+    requires_dist = None
+    requires_shape = None
+
+    def __init__(
+        self,
+        space: Space,
+        seed: Seed = None,
+        sampler: str = "TPESampler",
+        options: dict[str, Any] | None = None,
+    ):
+        samplers = {
+            name: value
+            for name, value in vars(optuna.samplers).items()
+            if isinstance(value, type) and issubclass(value, optuna.samplers.BaseSampler)
+        }
+        if sampler not in samplers:
+            raise ValueError(
+                f"optuna: no sampler {sampler!r} in optuna.samplers; one of {sorted(samplers)}"
+            )
+        if options and "seed" in options:
+            raise ValueError("optuna: give the seed as the algorithm's `seed`, not in `options`")
+        super().__init__(space, seed=seed, sampler=sampler, options=dict(options or {}))
+        self.distributions = {name: distribution(dim) for name, dim in space.items()}
+        self._sampler_class = samplers[sampler]
+
+    def seed_rng(self, seed: Seed) -> None:
+        """Keep the seed: every suggestion's sampler is seeded from it (module docstring)."""
+        self.seed = seed
+
+    def _sampler_seed(self, attempt: int) -> int | None:
+        """From (seed, registered trials, attempt): a restored algorithm derives the same."""
+        if self.seed is None:
+            return None
+        entropy = [self.seed] if isinstance(self.seed, int) else list(self.seed)
+        sequence = numpy.random.SeedSequence([*entropy, len(self.registry), attempt])
+        return int(sequence.generate_state(1)[0])
+
+    def _frozen(self, trial: Trial) -> FrozenTrial:
+        params = {name: trial.params[name] for name in self.distributions}
+        state = _STATES.get(trial.status, TrialState.RUNNING)
+        value = trial.objective.value if state == TrialState.COMPLETE else None
+        if state == TrialState.COMPLETE and value is None:
+            state = TrialState.FAIL  # completed without an objective: nothing to learn from
+        return create_trial(
+            params=params, distributions=self.distributions, state=state, value=value
+        )
+
+    def _study(self, attempt: int) -> optuna.Study:
+        sampler = self._sampler_class(seed=self._sampler_seed(attempt), **self.options)
+        study = optuna.create_study(sampler=sampler, direction="minimize")
+        study.add_trials([self._frozen(trial) for trial in self.registry])
+        return study
+
+    def suggest(self, num: int) -> list[Trial]:
+        """Up to ``num`` new trials, one Optuna ``ask`` each; a proposal Orion already has (a
+        sampler may repeat a point of a small space) is asked again, at most 100 times."""
+        trials: list[Trial] = []
+        retries = 0
+        while len(trials) < num and not self.is_done and retries < 100:
+            asked = self._study(retries).ask(self.distributions)
+            trial = dict_to_trial(dict(asked.params), self.space)
+            if self.has_suggested(trial):
+                retries += 1
+                continue
+            self.register(trial)
+            trials.append(trial)
+        return trials

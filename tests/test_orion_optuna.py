@@ -1,0 +1,151 @@
+"""reprohunt.orion_optuna with real Orion and real Optuna: replay, joint modelling, refusals.
+
+The algorithm runs as a hunt runs it (``create_algo``: Orion's space transformations around it),
+answered in process by the fixture trial's objective; ``restore=True`` rebuilds it from its
+state before every suggest and observe, as a hunt does through its storage.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from orion.algo.base import algo_factory
+from orion.core.io.space_builder import SpaceBuilder
+from orion.core.worker.primary_algo import create_algo
+from orion.core.worker.trial import Trial
+
+from reprohunt.orion_optuna import Optuna
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TRIAL_SCRIPT = FIXTURES / "orion_fidelity_trial.py"
+ORION = Path(sys.executable).with_name("orion")
+
+# The fixture's objective, with its epochs as a plain choice (no fidelity here).
+SPACE = {
+    "epochs": "choices([1, 2, 4])",
+    "lr": "loguniform(1e-4, 1e-1)",
+    "dropout": "uniform(0, 0.5)",
+    "emb_dim": "choices([32, 64, 128])",
+}
+TPE = {"sampler": "TPESampler", "options": {"multivariate": True, "n_startup_trials": 4}}
+
+_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", TRIAL_SCRIPT)
+assert _spec is not None and _spec.loader is not None
+_trial_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_trial_script)
+objective = _trial_script.objective
+
+
+def make(space: dict[str, str] = SPACE, **options: Any):
+    """The algorithm as Orion builds it for a hunt (minus InsistSuggest's retries)."""
+    return create_algo(Optuna, SpaceBuilder().build(space), **options)
+
+
+def restored(algorithm, options: dict[str, Any]):
+    fresh = make(**options)
+    fresh.set_state(algorithm.state_dict)
+    return fresh
+
+
+def drive(trials: int, *, restore: bool = False, **options: Any) -> tuple[Any, list[dict]]:
+    """Suggest and observe one trial at a time; the proposals in order."""
+    algorithm, proposals = make(**options), []
+    for _ in range(trials):
+        if restore:
+            algorithm = restored(algorithm, options)
+        (trial,) = algorithm.suggest(1)
+        params = dict(trial.params)
+        trial.status = "completed"
+        trial.results = [Trial.Result(name="objective", type="objective", value=objective(params))]
+        if restore:
+            algorithm = restored(algorithm, options)
+        algorithm.observe([trial])
+        proposals.append(params)
+    return algorithm, proposals
+
+
+def test_a_seed_replays_the_same_proposals_also_when_restored_at_every_step():
+    algorithm, reference = drive(12, seed=5, **TPE)
+    assert len({tuple(sorted(params.items())) for params in reference}) == 12
+    assert [trial.status for trial in algorithm.registry] == ["completed"] * 12
+    assert drive(12, seed=5, **TPE)[1] == reference
+    assert drive(12, seed=5, restore=True, **TPE)[1] == reference
+    assert drive(12, seed=6, **TPE)[1] != reference
+
+
+def test_after_its_random_start_the_sampler_models_what_it_has_seen():
+    """Trials 9-16 of the multivariate TPE are better than the same seed's random sampler's
+    (median objective; the fixture's optimum: lr near 10**-2.5, little dropout, 4 epochs, the
+    smallest embedding), so the proposals come from the model, not from the prior."""
+    _, modelled = drive(16, seed=1, **TPE)
+    _, random = drive(16, seed=1, sampler="RandomSampler")
+    assert statistics.median(map(objective, modelled[8:])) < statistics.median(
+        map(objective, random[8:])
+    )
+
+
+def test_a_broken_trial_is_not_learned_from_and_the_hunt_goes_on():
+    options = {"seed": 2, **TPE}
+    algorithm = make(**options)
+    (broken,) = algorithm.suggest(1)
+    broken.status = "broken"
+    algorithm.observe([broken])
+    (following,) = restored(algorithm, options).suggest(1)
+    assert following.params != broken.params
+
+
+def test_gp_sampler_runs_in_orion_too():
+    _, proposals = drive(6, seed=3, sampler="GPSampler", options={"n_startup_trials": 3})
+    assert len({tuple(sorted(params.items())) for params in proposals}) == 6
+
+
+@pytest.mark.parametrize(
+    ("space", "options", "says"),
+    [
+        (SPACE, {"sampler": "TPESamplr"}, "no sampler 'TPESamplr' in optuna.samplers"),
+        (SPACE, {"sampler": "TPESampler", "options": {"seed": 1}}, "not in `options`"),
+        ({**SPACE, "epochs": "fidelity(1, 4, 2)"}, {}, "'epochs' is a fidelity"),
+    ],
+)
+def test_what_it_cannot_run_is_refused_with_the_reason(space, options, says):
+    with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        make(space, **options)
+
+
+@pytest.mark.slow
+def test_orion_hunt_runs_it_by_name_and_replays_the_in_process_run(tmp_path):
+    """A real `orion hunt` loads the algorithm through the entry point and, restoring it from
+    PickledDB at every step, proposes the same trials in the same order as in process."""
+    from orion.client import get_experiment
+
+    assert algo_factory.get_class("optuna") is Optuna
+    max_trials = 8
+    algorithm = {"optuna": {"seed": 4, **TPE}}
+    config = tmp_path / "orion.yaml"
+    config.write_text(yaml.safe_dump({"experiment": {"algorithm": algorithm, "max_broken": 1}}))
+    database = tmp_path / "orion.pkl"
+    env = {**os.environ, "ORION_DB_TYPE": "pickleddb", "ORION_DB_ADDRESS": str(database)}
+    for name in [n for n in env if n.startswith(("HPOPT_", "ORION_EXP", "ORION_TRIAL"))]:
+        del env[name]
+    command = [sys.executable, str(ORION), "hunt", "-n", "optuna", "-c", str(config)]
+    command += ["--exp-max-trials", str(max_trials), "--working-dir", str(tmp_path / "work")]
+    command += [sys.executable, str(TRIAL_SCRIPT)]
+    command += [f"--{key}~{prior}" for key, prior in SPACE.items()]
+    finished = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+
+    storage = {"type": "legacy", "database": {"type": "pickleddb", "host": str(database)}}
+    experiment = get_experiment("optuna", storage=storage)
+    assert experiment.configuration["algorithm"] == algorithm
+    trials = sorted(experiment.fetch_trials(), key=lambda trial: trial.submit_time)
+    assert [trial.status for trial in trials] == ["completed"] * max_trials
+    in_hunt = [{key.lstrip("/"): value for key, value in t.params.items()} for t in trials]
+    assert in_hunt == drive(max_trials, seed=4, **TPE)[1]
