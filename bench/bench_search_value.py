@@ -9,9 +9,11 @@ search the right one? The candidates, over the default's space (config/config.ya
 - ``default-<profile>``: the same at the first hunt seed under the other numerics profile
   (README "Numerics"): a float-level perturbation of the same search, its pick compared with
   train.yaml retrained under that profile too;
-- ``tpe-24-candidates``: the default with Orion's default ``n_ei_candidates`` (24), the workflow's
-  default until TPE's collapse onto one value of each ``choices`` dimension was seen;
-- ``tpe-no-first-trial``: the default without train.yaml as its first trial;
+- ``orion-tpe``: Orion's own TPE (one Parzen estimator per dimension) with 8 random points and
+  ``n_ei_candidates: 1``, the workflow's default before Optuna's multivariate TPE;
+- ``orion-tpe-24-candidates``: the same with Orion's default ``n_ei_candidates`` (24), the
+  default before that, until its collapse onto one value of each ``choices`` dimension was seen;
+- ``default-no-first-trial``: the default without train.yaml as its first trial;
 - ``random-full``: random search, every trial at the full budget (train.yaml's epochs);
 - ``asha-5-15``: ASHA over the epochs (``number_of_epochs~fidelity(5, 15, 3)``: a bracket trains
   3 configurations for 5 epochs and reruns the best at 15; ``ashareseeded``, Orion's ASHA with
@@ -19,10 +21,10 @@ search the right one? The candidates, over the default's space (config/config.ya
 - ``random-2-epochs``: the workflow's default before (random search, 2-epoch trials: a copy of
   the recipe whose hpopt.yaml sets ``number_of_epochs: 2``).
 
-The candidates other than the default and ``tpe-24-candidates`` run without train.yaml's first trial
-(``hunt.start_with_train_yaml: false``), as the algorithms come. For each and hunt seeds 1, 2, 3
-a real hunt runs (the workflow's own rules up to ``best.json``,
-in a scratch folder, on the default corpus), and its best params are retrained by the workflow's
+The candidates other than the default and the two ``orion-tpe`` ones run without train.yaml's
+first trial (``hunt.start_with_train_yaml: false``), as the algorithms come. For each and hunt
+seeds 1, 2, 3 a real hunt runs (the workflow's own rules up to ``best.json``, in a scratch
+folder, on the default corpus), and its best params are retrained by the workflow's
 retrain code (:func:`reprohunt.retrain.run`) with every training seed of ``final.seeds``;
 train.yaml untouched (no override) is retrained with the same seeds and data. Each pick is then
 compared with the untuned runs exactly as the workflow's final stage does
@@ -74,8 +76,9 @@ ASHA_FIDELITY = "fidelity(5, 15, 3)"
 ASHA_EPOCHS_PER_TRIAL = (3 * 5 + 15) / 4  # one bracket: 3 trials x 5 epochs, 1 x 15
 SHORT_EPOCHS = 2
 CANDIDATES = (
-    "tpe-24-candidates",
-    "tpe-no-first-trial",
+    "orion-tpe",
+    "orion-tpe-24-candidates",
+    "default-no-first-trial",
     "random-full",
     "asha-5-15",
     "random-2-epochs",
@@ -95,15 +98,10 @@ SMOKE_FIDELITY = "fidelity(1, 2, 2)"
 SMOKE_CANDIDATES = ("asha-5-15",)
 
 
-def with_options(hunt: dict[str, Any], **options: Any) -> dict[str, Any]:
-    """A hunt config whose algorithm (``{"tpe": {"seed": 1, ...}}``) has ``options`` set."""
-    ((name, current),) = hunt["algorithm"].items()
-    return hunt | {"algorithm": {name: {**(current or {}), **options}}}
-
-
 def seeded_hunt(default: dict[str, Any], seed: int) -> dict[str, Any]:
     """The default hunt config with its algorithm's seed replaced by ``seed``."""
-    return with_options(default, seed=seed)
+    ((name, options),) = default["algorithm"].items()
+    return default | {"algorithm": {name: {**(options or {}), "seed": seed}}}
 
 
 def short_recipe(cache: Path) -> Path:
@@ -132,9 +130,13 @@ def candidates(
     random = {"random": {"seed": seed}}
     bare = {"start_with_train_yaml": False}
     seeded = seeded_hunt(default, seed)
+    orion_tpe = {"tpe": {"seed": seed, "n_initial_points": 8, "n_ei_candidates": 1}}
     return {
-        "tpe-24-candidates": {"hunt": with_options(seeded, n_ei_candidates=24)},
-        "tpe-no-first-trial": {"hunt": seeded | bare},
+        "orion-tpe": {"hunt": {"algorithm": orion_tpe}},
+        "orion-tpe-24-candidates": {
+            "hunt": {"algorithm": {"tpe": orion_tpe["tpe"] | {"n_ei_candidates": 24}}}
+        },
+        "default-no-first-trial": {"hunt": seeded | bare},
         "random-full": {
             "hunt": {"algorithm": random, "space": space, "max_trials": round(budget / full)} | bare
         },
