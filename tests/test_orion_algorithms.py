@@ -15,25 +15,17 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import orion_hunt
 import pytest
-import yaml
 from orion.algo.base import BaseAlgorithm, algo_factory
 from orion.core.io.space_builder import SpaceBuilder
 from orion.core.worker.primary_algo import create_algo
 from orion.core.worker.trial import Trial
 
 import reprohunt.orion_algorithms as ours
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TRIAL_SCRIPT = FIXTURES / "orion_fidelity_trial.py"
-ORION = Path(sys.executable).with_name("orion")
 
 # Three rungs (1, 2, 4 epochs) and three Hyperband brackets: 13 trials a repetition.
 SPACE = {
@@ -45,7 +37,7 @@ SPACE = {
 # Past upstream Hyperband's stall (10 repetitions = 130 trials) and upstream ASHA's (74).
 TRIALS = 150
 
-_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", TRIAL_SCRIPT)
+_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", orion_hunt.TRIAL_SCRIPT)
 assert _spec is not None and _spec.loader is not None
 _trial_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_trial_script)
@@ -211,31 +203,13 @@ def test_orion_hunt_runs_the_algorithm_by_name(tmp_path):
     """A real `orion hunt` (which imports nothing of ours) loads the algorithm through the
     entry point and, restoring it from PickledDB at every step, proposes the same trials in the
     same order as the uninterrupted in-process run."""
-    from orion.client import get_experiment
-
     max_trials = 16  # into the second repetition
     algorithm = {"hyperbandreseeded": {"seed": 4}}
-    config = tmp_path / "orion.yaml"
-    config.write_text(yaml.safe_dump({"experiment": {"algorithm": algorithm, "max_broken": 1}}))
-    database = tmp_path / "orion.pkl"
-    env = {**os.environ, "ORION_DB_TYPE": "pickleddb", "ORION_DB_ADDRESS": str(database)}
-    for name in [n for n in env if n.startswith(("HPOPT_", "ORION_EXP", "ORION_TRIAL"))]:
-        del env[name]
-    # The orion script run by this interpreter, whatever its shebang says.
-    command = [sys.executable, str(ORION), "hunt", "-n", "reseeded", "-c", str(config)]
-    command += ["--exp-max-trials", str(max_trials), "--working-dir", str(tmp_path / "work")]
-    command += [sys.executable, str(TRIAL_SCRIPT)]
-    command += [f"--{key}~{prior}" for key, prior in SPACE.items()]
-    finished = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-
-    storage = {"type": "legacy", "database": {"type": "pickleddb", "host": str(database)}}
-    experiment = get_experiment("reseeded", storage=storage)
-    assert experiment.configuration["algorithm"] == {
+    configuration, trials = orion_hunt.run(tmp_path, "reseeded", algorithm, SPACE, max_trials)
+    assert configuration["algorithm"] == {
         "hyperbandreseeded": {"seed": 4, "repetitions": float("inf")}
     }
-    trials = sorted(experiment.fetch_trials(), key=lambda trial: trial.submit_time)
     assert [trial.status for trial in trials] == ["completed"] * max_trials
-    in_hunt = [{key.lstrip("/"): value for key, value in t.params.items()} for t in trials]
+    in_hunt = [orion_hunt.params(trial) for trial in trials]
     assert in_hunt == drive("hyperbandreseeded", max_trials, seed=4).proposals
     assert [t.objective.value for t in trials] == [objective(params) for params in in_hunt]

@@ -8,25 +8,17 @@ state before every suggest and observe, as a hunt does through its storage.
 from __future__ import annotations
 
 import importlib.util
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
+import orion_hunt
 import pytest
-import yaml
 from orion.algo.base import algo_factory
 from orion.core.io.space_builder import SpaceBuilder
 from orion.core.worker.primary_algo import create_algo
 from orion.core.worker.trial import Trial
 
 from reprohunt.orion_optuna import Optuna
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TRIAL_SCRIPT = FIXTURES / "orion_fidelity_trial.py"
-ORION = Path(sys.executable).with_name("orion")
 
 # The fixture's objective, with its epochs as a plain choice (no fidelity here).
 SPACE = {
@@ -37,7 +29,7 @@ SPACE = {
 }
 TPE = {"sampler": "TPESampler", "options": {"multivariate": True, "n_startup_trials": 4}}
 
-_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", TRIAL_SCRIPT)
+_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", orion_hunt.TRIAL_SCRIPT)
 assert _spec is not None and _spec.loader is not None
 _trial_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_trial_script)
@@ -49,27 +41,36 @@ def make(space: dict[str, str] = SPACE, **options: Any):
     return create_algo(Optuna, SpaceBuilder().build(space), **options)
 
 
-def restored(algorithm, options: dict[str, Any]):
-    fresh = make(**options)
-    fresh.set_state(algorithm.state_dict)
-    return fresh
+def drive_space(
+    space: dict[str, str], trials: int, *, restore: bool = False, **options: Any
+) -> tuple[Any, list[dict]]:
+    """Suggest and observe one trial at a time (``restore``: rebuilt from its state before
+    every call, as a hunt does); the proposals in order. The objective: the fixture's over
+    SPACE, else the sum of the values."""
 
+    def value(params: dict) -> float:
+        return objective(params) if space is SPACE else float(sum(params.values()))
 
-def drive(trials: int, *, restore: bool = False, **options: Any) -> tuple[Any, list[dict]]:
-    """Suggest and observe one trial at a time; the proposals in order."""
-    algorithm, proposals = make(**options), []
+    def rebuilt(algorithm):
+        fresh = make(space, **options)
+        fresh.set_state(algorithm.state_dict)
+        return fresh
+
+    algorithm, proposals = make(space, **options), []
     for _ in range(trials):
-        if restore:
-            algorithm = restored(algorithm, options)
+        algorithm = rebuilt(algorithm) if restore else algorithm
         (trial,) = algorithm.suggest(1)
         params = dict(trial.params)
         trial.status = "completed"
-        trial.results = [Trial.Result(name="objective", type="objective", value=objective(params))]
-        if restore:
-            algorithm = restored(algorithm, options)
+        trial.results = [Trial.Result(name="objective", type="objective", value=value(params))]
+        algorithm = rebuilt(algorithm) if restore else algorithm
         algorithm.observe([trial])
         proposals.append(params)
     return algorithm, proposals
+
+
+def drive(trials: int, **options: Any) -> tuple[Any, list[dict]]:
+    return drive_space(SPACE, trials, **options)
 
 
 def test_a_seed_replays_the_same_proposals_also_when_restored_at_every_step():
@@ -98,8 +99,32 @@ def test_a_broken_trial_is_not_learned_from_and_the_hunt_goes_on():
     (broken,) = algorithm.suggest(1)
     broken.status = "broken"
     algorithm.observe([broken])
-    (following,) = restored(algorithm, options).suggest(1)
+    fresh = make(**options)
+    fresh.set_state(algorithm.state_dict)
+    (following,) = fresh.suggest(1)
     assert following.params != broken.params
+
+
+def test_integer_priors_give_integers_in_their_bounds():
+    space = {"width": "uniform(8, 64, discrete=True)", "steps": "loguniform(1, 100, discrete=True)"}
+    _, proposals = drive_space(space, 10, seed=7, **TPE)
+    assert all(isinstance(p["width"], int) and 8 <= p["width"] <= 64 for p in proposals)
+    assert all(isinstance(p["steps"], int) and 1 <= p["steps"] <= 100 for p in proposals)
+
+
+def test_a_small_space_is_exhausted_without_repeating_a_point():
+    """Four points: the sampler proposes ones Orion already has, is asked again with another
+    seed, and the hunt is done once all four were tried (at seed 2 the four took 10 asks:
+    counted once by hand, wrapping Optuna._study)."""
+    space = {"a": "choices([1, 2])", "b": "choices([1, 2])"}
+    algorithm, proposals = drive_space(space, 4, seed=2, **TPE)
+    assert sorted((p["a"], p["b"]) for p in proposals) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert algorithm.is_done
+    assert algorithm.suggest(1) == []
+
+
+def test_without_a_seed_every_hunt_draws_afresh():
+    assert drive(4, seed=None, **TPE)[1] != drive(4, seed=None, **TPE)[1]
 
 
 def test_gp_sampler_runs_in_orion_too():
@@ -113,6 +138,7 @@ def test_gp_sampler_runs_in_orion_too():
         (SPACE, {"sampler": "TPESamplr"}, "no sampler 'TPESamplr' in optuna.samplers"),
         (SPACE, {"sampler": "TPESampler", "options": {"seed": 1}}, "not in `options`"),
         ({**SPACE, "epochs": "fidelity(1, 4, 2)"}, {}, "'epochs' is a fidelity"),
+        ({**SPACE, "dropout": "normal(0.1, 0.05)"}, {}, "'dropout' has prior 'norm'"),
     ],
 )
 def test_what_it_cannot_run_is_refused_with_the_reason(space, options, says):
@@ -124,28 +150,11 @@ def test_what_it_cannot_run_is_refused_with_the_reason(space, options, says):
 def test_orion_hunt_runs_it_by_name_and_replays_the_in_process_run(tmp_path):
     """A real `orion hunt` loads the algorithm through the entry point and, restoring it from
     PickledDB at every step, proposes the same trials in the same order as in process."""
-    from orion.client import get_experiment
-
     assert algo_factory.get_class("optuna") is Optuna
     max_trials = 8
     algorithm = {"optuna": {"seed": 4, **TPE}}
-    config = tmp_path / "orion.yaml"
-    config.write_text(yaml.safe_dump({"experiment": {"algorithm": algorithm, "max_broken": 1}}))
-    database = tmp_path / "orion.pkl"
-    env = {**os.environ, "ORION_DB_TYPE": "pickleddb", "ORION_DB_ADDRESS": str(database)}
-    for name in [n for n in env if n.startswith(("HPOPT_", "ORION_EXP", "ORION_TRIAL"))]:
-        del env[name]
-    command = [sys.executable, str(ORION), "hunt", "-n", "optuna", "-c", str(config)]
-    command += ["--exp-max-trials", str(max_trials), "--working-dir", str(tmp_path / "work")]
-    command += [sys.executable, str(TRIAL_SCRIPT)]
-    command += [f"--{key}~{prior}" for key, prior in SPACE.items()]
-    finished = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-
-    storage = {"type": "legacy", "database": {"type": "pickleddb", "host": str(database)}}
-    experiment = get_experiment("optuna", storage=storage)
-    assert experiment.configuration["algorithm"] == algorithm
-    trials = sorted(experiment.fetch_trials(), key=lambda trial: trial.submit_time)
+    configuration, trials = orion_hunt.run(tmp_path, "optuna", algorithm, SPACE, max_trials)
+    assert configuration["algorithm"] == algorithm
     assert [trial.status for trial in trials] == ["completed"] * max_trials
-    in_hunt = [{key.lstrip("/"): value for key, value in t.params.items()} for t in trials]
+    in_hunt = [orion_hunt.params(trial) for trial in trials]
     assert in_hunt == drive(max_trials, seed=4, **TPE)[1]

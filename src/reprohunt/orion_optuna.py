@@ -120,9 +120,8 @@ class Optuna(BaseAlgorithm):
     def _frozen(self, trial: Trial) -> FrozenTrial:
         params = {name: trial.params[name] for name in self.distributions}
         state = _STATES.get(trial.status, TrialState.RUNNING)
+        # Orion completes a trial only with its objective (else it is broken).
         value = trial.objective.value if state == TrialState.COMPLETE else None
-        if state == TrialState.COMPLETE and value is None:
-            state = TrialState.FAIL  # completed without an objective: nothing to learn from
         return create_trial(
             params=params, distributions=self.distributions, state=state, value=value
         )

@@ -1,0 +1,46 @@
+"""A real `orion hunt` of the fixture trial (tests/fixtures/orion_fidelity_trial.py) over a
+PickledDB, for the tests of our Orion algorithms: what the hunt stored, in submission order."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TRIAL_SCRIPT = Path(__file__).parent / "fixtures" / "orion_fidelity_trial.py"
+ORION = Path(sys.executable).with_name("orion")
+
+
+def run(
+    tmp_path: Path, name: str, algorithm: dict[str, Any], space: dict[str, str], max_trials: int
+) -> tuple[dict[str, Any], list[Any]]:
+    """Run `orion hunt` (the orion script under this interpreter, whatever its shebang says,
+    with none of an enclosing trial's variables); the experiment's configuration and trials."""
+    from orion.client import get_experiment
+
+    config = tmp_path / "orion.yaml"
+    config.write_text(yaml.safe_dump({"experiment": {"algorithm": algorithm, "max_broken": 1}}))
+    database = tmp_path / "orion.pkl"
+    env = {**os.environ, "ORION_DB_TYPE": "pickleddb", "ORION_DB_ADDRESS": str(database)}
+    for variable in [n for n in env if n.startswith(("HPOPT_", "ORION_EXP", "ORION_TRIAL"))]:
+        del env[variable]
+    command = [sys.executable, str(ORION), "hunt", "-n", name, "-c", str(config)]
+    command += ["--exp-max-trials", str(max_trials), "--working-dir", str(tmp_path / "work")]
+    command += [sys.executable, str(TRIAL_SCRIPT)]
+    command += [f"--{key}~{prior}" for key, prior in space.items()]
+    finished = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+
+    storage = {"type": "legacy", "database": {"type": "pickleddb", "host": str(database)}}
+    experiment = get_experiment(name, storage=storage)
+    trials = sorted(experiment.fetch_trials(), key=lambda trial: trial.submit_time)
+    return experiment.configuration, trials
+
+
+def params(trial: Any) -> dict[str, Any]:
+    """A stored trial's params as the algorithm proposed them (Orion prefixes names with /)."""
+    return {key.lstrip("/"): value for key, value in trial.params.items()}
