@@ -20,9 +20,10 @@ by name::
 workers and the budget, and this class keeps no state beyond Orion's registry of trials. At
 every suggestion it rebuilds an in-memory Optuna study from the registry, in the order Orion
 registered the trials (completed ones with their objective, broken ones as failed, pending ones
-as running), and asks a sampler seeded from (``seed``, number of registered trials). A hunt
-restores the algorithm from its storage before every step; the registry is all that is
-restored, so a seeded hunt replays the same trials.
+as running), and asks a sampler seeded from (``seed``, number of registered trials, attempt:
+a proposal Orion already has is asked again). A hunt restores the algorithm from its storage
+before every step; the registry is all that is restored, so a seeded hunt replays the same
+trials.
 """
 
 from __future__ import annotations
