@@ -1,8 +1,10 @@
 """A real `orion hunt` of the fixture trial (tests/fixtures/orion_fidelity_trial.py) over a
-PickledDB, for the tests of our Orion algorithms: what the hunt stored, in submission order."""
+PickledDB, for the tests of our Orion algorithms: what the hunt stored, in submission order;
+and the fixture's ``objective``, to answer the same trials in process."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +15,12 @@ import yaml
 
 TRIAL_SCRIPT = Path(__file__).parent / "fixtures" / "orion_fidelity_trial.py"
 ORION = Path(sys.executable).with_name("orion")
+
+_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", TRIAL_SCRIPT)
+assert _spec is not None and _spec.loader is not None
+_trial_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_trial_script)
+objective = _trial_script.objective
 
 
 def run(

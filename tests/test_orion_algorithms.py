@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +36,7 @@ SPACE = {
 # Past upstream Hyperband's stall (10 repetitions = 130 trials) and upstream ASHA's (74).
 TRIALS = 150
 
-_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", orion_hunt.TRIAL_SCRIPT)
-assert _spec is not None and _spec.loader is not None
-_trial_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_trial_script)
-objective = _trial_script.objective
+objective = orion_hunt.objective
 
 
 @functools.cache

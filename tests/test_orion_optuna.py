@@ -7,7 +7,6 @@ state before every suggest and observe, as a hunt does through its storage.
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 from typing import Any
 
@@ -29,11 +28,7 @@ SPACE = {
 }
 TPE = {"sampler": "TPESampler", "options": {"multivariate": True, "n_startup_trials": 4}}
 
-_spec = importlib.util.spec_from_file_location("orion_fidelity_trial", orion_hunt.TRIAL_SCRIPT)
-assert _spec is not None and _spec.loader is not None
-_trial_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_trial_script)
-objective = _trial_script.objective
+objective = orion_hunt.objective
 
 
 def make(space: dict[str, str] = SPACE, **options: Any):
