@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from reprohunt.orion_storage import storage_config, storage_env
+
 TRIAL_SCRIPT = Path(__file__).parent / "fixtures" / "orion_fidelity_trial.py"
 ORION = Path(sys.executable).with_name("orion")
 
@@ -32,8 +34,8 @@ def run(
 
     config = tmp_path / "orion.yaml"
     config.write_text(yaml.safe_dump({"experiment": {"algorithm": algorithm, "max_broken": 1}}))
-    database = tmp_path / "orion.pkl"
-    env = {**os.environ, "ORION_DB_TYPE": "pickleddb", "ORION_DB_ADDRESS": str(database)}
+    storage = storage_config({"type": "pickleddb"}, tmp_path)
+    env = os.environ | storage_env(storage)
     for variable in [n for n in env if n.startswith(("HPOPT_", "ORION_EXP", "ORION_TRIAL"))]:
         del env[variable]
     command = [sys.executable, str(ORION), "hunt", "-n", name, "-c", str(config)]
@@ -43,7 +45,6 @@ def run(
     finished = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
 
-    storage = {"type": "legacy", "database": {"type": "pickleddb", "host": str(database)}}
     experiment = get_experiment(name, storage=storage)
     trials = sorted(experiment.fetch_trials(), key=lambda trial: trial.submit_time)
     return experiment.configuration, trials

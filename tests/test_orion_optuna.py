@@ -36,6 +36,13 @@ def make(space: dict[str, str] = SPACE, **options: Any):
     return create_algo(Optuna, SpaceBuilder().build(space), **options)
 
 
+def restored(algorithm, space: dict[str, str] = SPACE, **options: Any):
+    """A fresh algorithm given ``algorithm``'s state, as a hunt loads it from storage."""
+    fresh = make(space, **options)
+    fresh.set_state(algorithm.state_dict)
+    return fresh
+
+
 def drive_space(
     space: dict[str, str], trials: int, *, restore: bool = False, **options: Any
 ) -> tuple[Any, list[dict]]:
@@ -46,19 +53,14 @@ def drive_space(
     def value(params: dict) -> float:
         return objective(params) if space is SPACE else float(sum(params.values()))
 
-    def rebuilt(algorithm):
-        fresh = make(space, **options)
-        fresh.set_state(algorithm.state_dict)
-        return fresh
-
     algorithm, proposals = make(space, **options), []
     for _ in range(trials):
-        algorithm = rebuilt(algorithm) if restore else algorithm
+        algorithm = restored(algorithm, space, **options) if restore else algorithm
         (trial,) = algorithm.suggest(1)
         params = dict(trial.params)
         trial.status = "completed"
         trial.results = [Trial.Result(name="objective", type="objective", value=value(params))]
-        algorithm = rebuilt(algorithm) if restore else algorithm
+        algorithm = restored(algorithm, space, **options) if restore else algorithm
         algorithm.observe([trial])
         proposals.append(params)
     return algorithm, proposals
@@ -94,9 +96,7 @@ def test_a_broken_trial_is_not_learned_from_and_the_hunt_goes_on():
     (broken,) = algorithm.suggest(1)
     broken.status = "broken"
     algorithm.observe([broken])
-    fresh = make(**options)
-    fresh.set_state(algorithm.state_dict)
-    (following,) = fresh.suggest(1)
+    (following,) = restored(algorithm, **options).suggest(1)
     assert following.params != broken.params
 
 
