@@ -40,8 +40,9 @@ hunt seed, with a tuned/untuned ratio of at most 0.85 at each and 0.80 on averag
 under the other numerics profile at the first hunt seed.
 
 Hunts and retrains run two at a time (``--jobs``; every run's thread count is fixed by the recipe,
-so this changes no result). ``--candidates`` runs a subset (the default always runs). A full run
-takes about an hour on 2 cores, so its work is kept under ``RESULTS_DIR/search_value_runs/``: a
+so this changes no result). ``--candidates`` runs a subset (the default always runs). A run is
+long (the default and three candidates: 45 min on 2 cores, bench/README.md), so its work is
+kept under ``RESULTS_DIR/search_value_runs/``: a
 hunt folder is named by a hash of its config overrides and a retrain by its run key (code,
 params, seed, data), and a rerun reuses whatever is finished and resumes an interrupted hunt.
 Delete that folder to start over.
