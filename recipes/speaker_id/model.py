@@ -5,13 +5,14 @@ Follows SpeechBrain's speaker-id template (5 TDNN blocks, kernels 5-3-3-1-1, dil
 differences: convolutions use no padding and pooling masks by true length, so an utterance gets
 the same embedding alone or padded in a batch; and the input is normalised with the train-set
 mean/variance stored as buffers, so a checkpoint carries everything needed to use it. Square
-roots go through :func:`portable_sqrt`, so the model trains to the same bits on any x86-64 CPU
-under the workflow's portable numerics.
+roots go through :func:`speaker_data.portable_math.sqrt`, so the model trains to the same bits
+on any x86-64 CPU under the workflow's portable numerics.
 """
 
 from __future__ import annotations
 
 import torch
+from speaker_data import portable_math
 from torch import nn
 
 KERNEL_SIZES = (5, 3, 3, 1, 1)
@@ -36,15 +37,6 @@ def architecture(
     }
 
 
-def portable_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """sqrt computed in float64 and rounded once to x's dtype.
-
-    Why: float32 ``torch.sqrt`` on CPU goes through MKL's vector math, which is 1 ULP off on
-    AMD CPUs (and not on Intel) whatever MKL_CBWR says; in float64 it is correctly rounded on
-    both, and rounding that to float32 gives the correctly rounded float32 square root."""
-    return torch.sqrt(x.double()).to(x.dtype)
-
-
 class StatisticsPooling(nn.Module):
     """Mean and standard deviation over the valid (unpadded) frames of each sequence."""
 
@@ -58,7 +50,7 @@ class StatisticsPooling(nn.Module):
         count = lengths.to(x.dtype)[:, None]
         mean = (x * mask[:, None, :]).sum(dim=2) / count
         var = (((x - mean[:, :, None]) ** 2) * mask[:, None, :]).sum(dim=2) / count
-        return torch.cat([mean, portable_sqrt(var + self.eps)], dim=1)
+        return torch.cat([mean, portable_math.sqrt(var + self.eps)], dim=1)
 
 
 class SpeakerIdModel(nn.Module):
@@ -104,7 +96,7 @@ class SpeakerIdModel(nn.Module):
     def set_feature_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         """Install the train-set normalisation (once, before training)."""
         self.feature_mean.copy_(mean)
-        self.feature_std.copy_(portable_sqrt(var + 1e-5))
+        self.feature_std.copy_(portable_math.sqrt(var + 1e-5))
 
     def embed(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Speaker embedding ``[batch, emb_dim]``; ``lengths`` counts valid input frames."""

@@ -268,7 +268,7 @@ class Experiment:
         # What the optimiser steps through: the model, or DDP around it under torchrun.
         self.training_model = processes.wrap(self.model)
         # fused: one kernel whose arithmetic is the same on every x86-64 CPU; the default
-        # (foreach) path's float32 sqrt is not (model.portable_sqrt says why).
+        # (foreach) path's float32 sqrt is not (speaker_data.portable_math says why).
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hparams["lr"], fused=True)
         training = {key: hparams[key] for key in TRAINING_KEYS}
         if processes.distributed:  # its batches and dropout streams differ from one process's

@@ -3,7 +3,8 @@ on-the-fly ("audio") path use, so both give the model exactly the same numbers.
 
 The mel filterbank is written here by hand because torchaudio would pin an older torch.
 Settings follow SpeechBrain's ``Fbank`` defaults: 16 kHz, 25 ms Hamming window, 10 ms hop,
-400-point FFT, HTK mel scale from 0 Hz to Nyquist, power spectrum, 10*log10 with a floor.
+400-point FFT, HTK mel scale from 0 Hz to Nyquist, power spectrum, 10*log10 with a floor (the
+log through :func:`portable_math.log10`, so the features are the same bits on every CPU).
 Frames are taken without centre padding, so frame ``t`` covers samples ``[t*HOP, t*HOP+N_FFT)``.
 torch is imported inside the functions that compute, so that argument checks and corpus
 scanning (which only need the constants here) start fast.
@@ -89,6 +90,8 @@ def fbank(signal: np.ndarray | torch.Tensor, n_mels: int) -> torch.Tensor:
     """
     import torch
 
+    from speaker_data import portable_math
+
     wave = torch.as_tensor(signal, dtype=torch.float32).cpu()
     if wave.dim() != 1:
         raise ValueError(f"fbank expects a 1-D mono signal, got shape {tuple(wave.shape)}")
@@ -100,7 +103,7 @@ def fbank(signal: np.ndarray | torch.Tensor, n_mels: int) -> torch.Tensor:
         frames = wave.unfold(0, N_FFT, HOP_LENGTH) * _window()
         power = torch.fft.rfft(frames, n=N_FFT).abs().square()
         mel = power @ mel_filterbank(n_mels)
-        return 10.0 * torch.log10(mel.clamp_min(LOG_FLOOR))
+        return portable_math.log10(mel.clamp_min(LOG_FLOOR)) * 10.0
 
 
 def seconds_to_frames(seconds: float) -> int:
