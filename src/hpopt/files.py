@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,16 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
 
 
 def write_json_atomically(
-    path: str | os.PathLike[str], payload: Any, indent: int | None = None
+    path: str | os.PathLike[str],
+    payload: Any,
+    indent: int | None = None,
+    default: Callable[[Any], Any] | None = None,
 ) -> None:
-    """Serialise ``payload`` as strict JSON (no NaN/inf) and atomically replace ``path``."""
-    text = json.dumps(payload, allow_nan=False, indent=indent)
+    """Serialise ``payload`` as strict JSON (no NaN/inf) and atomically replace ``path``.
+
+    ``default`` is ``json.dumps``'s: how to write a value JSON has no type for (``str`` for a
+    record gathered from libraries that hand back their own types)."""
+    text = json.dumps(payload, allow_nan=False, indent=indent, default=default)
     write_text_atomically(path, text + "\n" if indent is not None else text)
 
 

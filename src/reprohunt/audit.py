@@ -21,8 +21,11 @@ under `<results>/audit/`.
    the record and against the comparison recomputed from the per-seed results (reprohunt.compare),
    so a tampered per-seed file (of any seed) or comparison fails;
 5. with AUDIT_HUNT=1: the whole hunt re-run as a new experiment, which must find the same best
-   params (a seeded sequential search replays its trial sequence).
-Prints a PASS/FAIL table, writes `audit/audit.json`, and exits 1 on any FAIL.
+   params (a seeded sequential search replays its trial sequence);
+6. when the repository publishes a result for this experiment (`published/<name>.json`), how the
+   run compares with it (reprohunt.published), as INFO: a run of another configuration or on
+   other data is no wrong run, so this never fails the audit.
+Prints a PASS/FAIL/INFO table, writes `audit/audit.json`, and exits 1 on any FAIL.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpopt.files import sha256_file
-from reprohunt import compare, numerics, retrain
+from hpopt.files import sha256_file, write_json_atomically
+from reprohunt import compare, numerics, published, retrain
 from reprohunt.compare import ARMS, TUNED, UNTUNED, arm_result
 from reprohunt.provenance import LOCKS, pip_freeze
+from reprohunt.published import differences
 from reprohunt.result import Result, ResultError
 from reprohunt.result import load as load_result
 
@@ -52,13 +56,14 @@ GPU_TOLERANCE = 0.02
 # The weaker check of a native-numerics result audited on another CPU: a retrained value must
 # lie within this many standard deviations of the recorded arm's mean over the final seeds.
 SPREAD_STDS = 3.0
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
 REPRODUCES = "retraining reproduces the final runs (first seed, both arms)"
 WEAKLY_REPRODUCES = (
     "retraining agrees with the final runs within the seeds' spread (first seed, both arms; "
     "weaker: native numerics, another CPU)"
 )
 RECOMPUTED = "comparison recomputed from the per-seed results"
+COMPARED_WITH_PUBLISHED = "compared with the published result (informational)"
 PREDATES_FINAL_STAGE = (
     "provenance.json has no `final` section: the result predates the final stage (tuned and "
     "untuned runs at several seeds); rerun the workflow to make one"
@@ -273,26 +278,6 @@ def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
     ]
 
 
-def differences(recorded: Any, recomputed: Any, key: str = "") -> list[tuple[str, Any, Any]]:
-    """`(dotted key, recorded, recomputed)` for every leaf where two JSON documents differ."""
-    if isinstance(recorded, dict) and isinstance(recomputed, dict):
-        return [
-            found
-            for name in sorted(set(recorded) | set(recomputed), key=str)
-            for found in differences(
-                recorded.get(name), recomputed.get(name), f"{key}.{name}" if key else str(name)
-            )
-        ]
-    both_lists = isinstance(recorded, list) and isinstance(recomputed, list)
-    if both_lists and len(recorded) == len(recomputed):
-        return [
-            found
-            for index, (a, b) in enumerate(zip(recorded, recomputed, strict=True))
-            for found in differences(a, b, f"{key}[{index}]")
-        ]
-    return [] if recorded == recomputed else [(key, recorded, recomputed)]
-
-
 def hunt_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
     """Re-run the hunt as experiment `<name>-audit` under audit/ and compare the best params."""
     from reprohunt import best, hunt
@@ -337,6 +322,15 @@ def hunt_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
             f"best objective: recorded {recorded['objective']}, re-run {found['objective']}"
         )
     return problems
+
+
+def published_check(results: Path) -> list[dict[str, Any]]:
+    """The published result's verdict on this run, when the repository holds one for it."""
+    path = published.default_path(results)
+    if not path.is_file():
+        return []
+    line = published.verdict(results, path)
+    return [{"check": COMPARED_WITH_PUBLISHED, "status": INFO, "details": [line]}]
 
 
 def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) -> list[dict]:
@@ -386,7 +380,7 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
             skip,
         )
     )
-    return checks
+    return checks + published_check(results)
 
 
 def print_table(checks: list[dict[str, Any]]) -> None:
@@ -418,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(checks)
     passed = all(c["status"] != FAIL for c in checks)
     out = args.out or args.results / "audit" / "audit.json"
-    out.write_text(json.dumps({"passed": passed, "checks": checks}, indent=2) + "\n")
+    write_json_atomically(out, {"passed": passed, "checks": checks}, indent=2)
     print("audit", "PASSED" if passed else "FAILED", f"({out})")
     return 0 if passed else 1
 

@@ -68,19 +68,26 @@ def load_spec(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def experiment_name(spec: dict[str, Any], data_folder: Path) -> str:
-    """`<experiment>-<hash>`: the hash covers what makes trials comparable, not the budget:
-    the space, the algorithm, the recipe (its code files and every argument) and the data."""
-    identity = {
+def configuration(spec: dict[str, Any]) -> dict[str, Any]:
+    """What makes trials comparable apart from the data: the space, the algorithm and the recipe
+    (every argument, its code files through their digest `code_sha256`). Kept apart from the data
+    so that a published result can tell another configuration from the same one on other data."""
+    found = {
         "space": spec["space"],
         "algorithm": spec["algorithm"],
         "recipe": {key: value for key, value in spec["recipe"].items() if key != "code"},
-        "data": data_identity(data_folder),
     }
     if spec.get("gpus_per_trial", 1) != 1:  # DDP trials are not comparable with 1-process ones
-        identity["gpus_per_trial"] = spec["gpus_per_trial"]
+        found["gpus_per_trial"] = spec["gpus_per_trial"]
     if spec.get("start_with_train_yaml"):  # another sequence of trials
-        identity["start_with_train_yaml"] = True
+        found["start_with_train_yaml"] = True
+    return found
+
+
+def experiment_name(spec: dict[str, Any], data_folder: Path) -> str:
+    """`<experiment>-<hash>`: the hash covers what makes trials comparable, not the budget:
+    the configuration and the data."""
+    identity = configuration(spec) | {"data": data_identity(data_folder)}
     return f"{spec['experiment']}-{sha256_text(json.dumps(identity, sort_keys=True))[:8]}"
 
 

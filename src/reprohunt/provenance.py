@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpopt.files import sha256_file, sha256_text
+from hpopt.files import digest_of, sha256_file, sha256_text, write_json_atomically
 from reprohunt import numerics
 from reprohunt.compare import ARMS, TUNED, arm_result
+from reprohunt.hunt import configuration
 from reprohunt.result import load as load_result
 from reprohunt.scheduler import scheduler_facts
 
@@ -35,6 +36,9 @@ LOCKS = REPO / "containers" / "requirements"
 # The image reference and digest can only be given from outside the image (docker run -e …);
 # the revision is baked in at build time, since the image has no .git.
 IMAGE_ENV_VARS = ("REPROHUNT_IMAGE", "REPROHUNT_IMAGE_DIGEST", "REPROHUNT_IMAGE_REVISION")
+# A data group with more files than this is recorded as one digest, so that a corpus of
+# thousands of files does not swell the record (and the published result made from it).
+LISTED_FILES = 20
 
 
 def run(command: list[str], cwd: Path | None = None) -> str | None:
@@ -176,6 +180,18 @@ def final_facts(final: Path) -> dict[str, Any]:
     }
 
 
+def data_files(hashes: dict[str, dict[str, str]]) -> dict[str, str]:
+    """`path: sha256` of each prepared file, a group of more than LISTED_FILES files as one entry
+    `<group>/ (<N> files)`: enough for a published result to name the first file that differs."""
+    found: dict[str, str] = {}
+    for group, files in hashes.items():
+        if len(files) > LISTED_FILES:
+            found[f"{group}/ ({len(files)} files)"] = digest_of(files)
+        else:
+            found |= {path: files[path] for path in sorted(files)}
+    return found
+
+
 def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
     """The record of `results/<experiment>/`: its rule's inputs, plus what the whole folder
     tells (each rule's benchmark file, the commands in Snakemake's metadata)."""
@@ -185,6 +201,7 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
     best = json.loads((hunt_dir / "best.json").read_text())
     final_dir = results / "final"
     final = final_facts(final_dir)
+    configured = configuration(spec)
     record: dict[str, Any] = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "results": str(results),
@@ -198,7 +215,11 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
         "numerics": numerics.in_use(spec["recipe"].get("numerics", numerics.NATIVE)),
         "data": json.loads((results / "data" / "prepared.json").read_text()),
         "data_hashes_sha256": sha256_file(results / "data" / "hashes.json"),
+        "data_files_sha256": data_files(json.loads((results / "data" / "hashes.json").read_text())),
         "recipe": {key: spec["recipe"][key] for key in sorted(spec["recipe"])},
+        # What the Orion experiment name hashes besides the data (reprohunt.hunt.configuration).
+        "configuration": configured,
+        "configuration_sha256": sha256_text(json.dumps(configured, sort_keys=True)),
         "seeds": {
             "recipe": spec["recipe"]["seed"],
             "orion_algorithm": spec["algorithm"],
@@ -256,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     record = build_record(args.results, args.workflow_python)
-    args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_json_atomically(args.out, record, indent=2, default=str)
     print(f"provenance written to {args.out}")
     return 0
 
