@@ -78,8 +78,13 @@ def main(argv: list[str]) -> int:
         mean, std = splits["train"][0].mean(dim=0), splits["train"][0].std(dim=0) + 1e-5
         splits = {name: ((x - mean) / std, y) for name, (x, y) in splits.items()}
         model = build_model(hparams, splits["train"][0].shape[1], len(prepared.labels))
+        # fused: its arithmetic is the same on every x86-64 CPU; the default (foreach) update's
+        # float32 sqrt is not (`make numerics-check` named it; speaker_data.portable_math).
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=hparams["learning_rate"], weight_decay=hparams["weight_decay"]
+            model.parameters(),
+            lr=hparams["learning_rate"],
+            weight_decay=hparams["weight_decay"],
+            fused=True,
         )
         inputs, labels = splits["train"]
         for _ in range(hparams["steps"]):
