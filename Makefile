@@ -21,7 +21,7 @@ endif
 LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--build-constraints $(REQ)/build-constraints.txt --custom-compile-command "make lock"
 
-.PHONY: help setup run test test-quick lint pytest lock bench audit dashboard image-test clean
+.PHONY: help setup run test test-quick lint pytest lock bench audit numerics-check dashboard image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -80,6 +80,19 @@ bench: setup ## benchmarks; results under bench/results/, table in bench/README.
 RESULTS ?= results/$(shell sed -n 's/^experiment: *//p' config/config.yaml)
 audit: setup ## re-check a finished RESULTS=results/<experiment> (default: config's): envs, data, retraining (AUDIT_HUNT=1: hunt too)
 	$(TRAIN_ENV)/bin/python -m reprohunt.audit --results $(RESULTS) --workflow-python $(WORKFLOW_ENV)/bin/python
+
+# The recipe's data preparation on a small subset and its training, natively and under emulated
+# Intel and AMD CPUs (qemu-user, installed when missing), op by op: the first op or file that
+# differs, or that all agree. CONFIG=my.yaml checks that config's recipe; RECIPE=DIR the default
+# config with that recipe folder and its *_prepare.py. NUMERICS_SET: config changes (KEY=VALUE),
+# by default the tiny synthetic corpus; NUMERICS_MAX_OPS: where training stops (a few steps).
+CONFIG ?= config/config.yaml
+NUMERICS_SET ?= data.synthetic.n_speakers=4 data.synthetic.utts_per_speaker=8
+NUMERICS_MAX_OPS ?= 3000
+numerics-check: setup ## whether a recipe computes the same bits on Intel and AMD CPUs (CONFIG=FILE or RECIPE=DIR)
+	containers/ensure-packages.sh results/numerics-check.apt.log qemu-user:qemu-x86_64
+	$(TRAIN_ENV)/bin/python -m reprohunt.numerics_check --config $(CONFIG) $(if $(RECIPE),--recipe $(RECIPE)) \
+		$(foreach item,$(NUMERICS_SET),--set $(item)) --max-ops $(NUMERICS_MAX_OPS)
 
 # Serves a copy of the result's Orion database (orion serve) and the dashboard build on 127.0.0.1.
 dashboard: setup ## Orion's dashboard over RESULTS=results/<experiment>'s hunt (PORT=N, default free)

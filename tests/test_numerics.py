@@ -19,20 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 from test_audit import EXPERIMENT, WORKFLOW_PYTHON, audit, copy_run
 from workflow_run import REPO, TINY, merge, snakemake, write_config
 
 from reprohunt import numerics
 
-TRAIN_SCRIPT = REPO / "recipes" / "speaker_id" / "train.py"
-TRAIN_YAML = REPO / "recipes" / "speaker_id" / "train.yaml"
+CROSS_CPU_STEPS = REPO / "tests" / "fixtures" / "cross_cpu_steps.py"
+CPU_DEPENDENT = REPO / "tests" / "fixtures" / "cpu_dependent_recipe"
 ENSURE = REPO / "containers" / "ensure-packages.sh"
-# One epoch of a small model on the tiny corpus: every op of the recipe's training, validation
-# and test (a second one adds none, and costs ~9 s emulated). After one epoch native numerics
-# already differed between this AMD host and an emulated Haswell (2026-12-03).
-PROBE_ARGS = [
-    "--number_of_epochs", "1", "--ckpt_enable", "false", "--emb_dim", "32", "--tdnn_channels", "32",
-]  # fmt: skip
 EMULATED = ("Haswell-v4", "EPYC-Rome-v2")
 
 
@@ -98,40 +93,103 @@ def test_a_cpu_without_avx2_is_refused_before_the_command_runs(qemu: str, tmp_pa
     assert marker.exists()
 
 
-def train(profile: str, out: Path, prepared: Path, cpu: str | None, qemu: str) -> dict:
-    """The recipe's real training under `profile`, natively or on an emulated `cpu`."""
+def workflow_steps(out: Path, cpu: str | None, qemu: str) -> dict:
+    """tests/fixtures/cross_cpu_steps.py (prepare, a trial, the sampler, a retrain) under the
+    portable profile, natively or on an emulated `cpu`: what it computed."""
     emulator = [qemu, "-cpu", cpu] if cpu else []
-    command = [*emulator, sys.executable, str(TRAIN_SCRIPT), str(TRAIN_YAML)]
-    command += ["--data_folder", str(prepared), "--output_folder", str(out), *PROBE_ARGS]
-    run = logged(profile, out.with_suffix(".log"), *command)
-    assert run.returncode == 0, run.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    return {
-        "train_loss": [epoch["train_loss"] for epoch in metrics["history"]],
-        "valid_loss": [epoch["valid_loss"] for epoch in metrics["history"]],
-        "test": metrics["metrics"]["test"],
-    }
+    command = [*emulator, sys.executable, str(CROSS_CPU_STEPS), str(out)]
+    run = logged(numerics.PORTABLE, out.with_suffix(".log"), *command)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((out / "steps.json").read_text())
 
 
 @pytest.mark.slow
-def test_portable_trains_to_the_same_bits_on_intel_and_amd_and_native_does_not(
-    qemu: str, prepared_tiny: Path, tmp_path: Path
+def test_every_computing_step_gives_the_same_bits_on_intel_and_amd(
+    qemu: str, tmp_path: Path
 ) -> None:
-    runs = [(profile, cpu) for profile in numerics.PROFILES for cpu in (None, *EMULATED)]
+    """The default workflow's computing steps on the tiny corpus, on the host and under emulated
+    Intel and AMD CPUs: the prepared data's hashes, a trial's objective, the default sampler's
+    proposals from a trial history, and a retrain's metrics, bit for bit."""
+    cpus = (None, *EMULATED)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
-            (profile, cpu): pool.submit(
-                train, profile, tmp_path / f"{profile}-{cpu or 'host'}", prepared_tiny, cpu, qemu
-            )
-            for profile, cpu in runs
+            cpu: pool.submit(workflow_steps, tmp_path / (cpu or "host"), cpu, qemu) for cpu in cpus
         }
-        results = {key: future.result() for key, future in futures.items()}
-    host = results[(numerics.PORTABLE, None)]
+        results = {cpu: future.result() for cpu, future in futures.items()}
+    # Each ran on the CPU it was meant to (no AVX-512 under emulation, whatever the host has).
     for cpu in EMULATED:
-        assert results[(numerics.PORTABLE, cpu)] == host, f"portable differs on {cpu}"
-    # Natively each library picks by ISA and vendor: the harness must see a difference.
-    native_host = results[(numerics.NATIVE, None)]
-    assert any(results[(numerics.NATIVE, cpu)] != native_host for cpu in EMULATED)
+        assert results[cpu].pop("cpu_flags") == ["sse4_2", "avx", "avx2", "fma"], cpu
+    host = results[None]
+    host.pop("cpu_flags")
+    assert set(host) == {"data_hashes_sha256", "trial", "proposals", "retrain"}
+    assert host["trial"][0]["type"] == "objective" and host["retrain"]["test"]["loss"] > 0
+    for cpu in EMULATED:
+        for step, value in host.items():
+            assert results[cpu][step] == value, f"{step} differs on {cpu}"
+
+
+def numerics_check(
+    tmp_path: Path, config: dict, *options: str
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    command = [sys.executable, "-m", "reprohunt.numerics_check", "--config", str(config_file)]
+    run = subprocess.run(
+        [*command, "--work", str(work), *options], capture_output=True, text=True, cwd=REPO
+    )
+    report = json.loads((work / "report.json").read_text()) if run.returncode < 2 else {}
+    return run, report
+
+
+@pytest.mark.slow
+def test_the_numerics_check_names_a_cpu_dependent_op_its_line_and_the_file_it_changed(
+    qemu: str, tmp_path: Path
+) -> None:
+    # The emulated AMD CPU is enough: its float32 sqrt differs from an Intel host's (correctly
+    # rounded) and from an AMD host's (another approximation) alike.
+    config = {
+        "experiment": "probe",
+        "recipe": {"dir": str(CPU_DEPENDENT), "prepare": "probe_prepare.py"},
+        "data": {},
+    }
+    run, report = numerics_check(tmp_path, config, "--cpus", EMULATED[1])
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.startswith("numerics check: NOT portable")
+    prepare_op, train_op = report["op_differences"]
+    assert prepare_op["stage"] == "prepare" and prepare_op["op"] == "aten.sqrt.default"
+    assert prepare_op["where"].endswith("probe_prepare.py:21 (<module>)")
+    assert train_op["stage"] == "train" and train_op["op"] == "aten.sqrt.default"
+    assert train_op["where"].endswith("cpu_dependent_recipe/train.py:12 (<module>)")
+    for found in (prepare_op, train_op):
+        values = found["values"]
+        assert 0 < values["differing"] < values["total"] == 4096
+        assert 0 < values["largest"] < 1e-4
+    (changed,) = report["file_differences"]  # labels.txt is the same on every CPU
+    assert changed["path"] == "features.npy" and changed["values"]["differing"] > 0
+    assert f"op #{train_op['index']} aten.sqrt.default at " in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("recipe", "prepare", "sets"),
+    [
+        ("speaker_id", "speaker_id_prepare.py", ["recipe.args.number_of_epochs=1"]),
+        ("speaker_mlp", "speaker_mlp_prepare.py", ["recipe.args.steps=20"]),
+    ],
+)
+def test_both_shipped_recipes_pass_the_numerics_check(
+    qemu: str, tmp_path: Path, recipe: str, prepare: str, sets: list[str]
+) -> None:
+    tiny = ["data.synthetic.n_speakers=4", "data.synthetic.utts_per_speaker=8"]
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["recipe"] |= {"dir": str(REPO / "recipes" / recipe), "prepare": prepare}
+    options = [item for value in [*tiny, *sets] for item in ("--set", value)]
+    run, report = numerics_check(tmp_path, config, *options)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert report["agree"] and report["cpus"] == ["host", *EMULATED]
+    assert report["ops"]["prepare"] > 100 and report["ops"]["train"] > 100 and report["files"] > 10
+    assert run.stdout.startswith(f"numerics check: all {sum(report['ops'].values())} ops")
 
 
 @pytest.mark.slow
@@ -275,12 +333,12 @@ def test_a_run_says_whether_it_reproduced_the_published_result(
     document["final"]["tuned"][seed]["test"]["error"] += 0.0025
     path.write_text(json.dumps(document))
     line = published(results, "--published", str(path))
-    assert line.startswith("did NOT reproduce the published result")
+    assert line.startswith("did NOT reproduce the published result: same best, another final stage")
     assert f"first difference: final.tuned.{seed}.test.error" in line
-    document["experiment"] = "speaker_id-0000abcd"
+    document["configuration"]["recipe"]["seed"] += 1
     path.write_text(json.dumps(document))
-    assert "another configuration, nothing to compare" in published(
-        results, "--published", str(path)
+    assert published(results, "--published", str(path)).startswith(
+        "another configuration, nothing to compare: first at configuration.recipe.seed"
     )
     # The repository's own published file names the default configuration's experiment.
     shipped = json.loads((REPO / "published" / "speaker_id.json").read_text())
