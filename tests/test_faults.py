@@ -39,7 +39,7 @@ from hunt_harness import (  # noqa: E402
     result_files,
     write_workflow_config,
 )
-from workflow_run import snakemake  # noqa: E402
+from workflow_run import snakemake, snakemake_command  # noqa: E402
 
 SOFT_LOCK_FOLDER = Path("/dev/shm")
 
@@ -485,3 +485,52 @@ def test_a_write_that_fills_the_disk_leaves_no_partial_file(small_disk: Path) ->
     ):
         temp.write_bytes(b"x" * 4 * 2**20)
     assert list(small_disk.iterdir()) == []
+
+
+def test_a_hunt_that_a_second_process_joins_says_it_does_not_replay(tmp_path: Path) -> None:
+    """Two hunt processes in one experiment whose spec gives one (e.g. a run started past the
+    run lock by hand): both finish, and hunt.json's replay names the extra process."""
+    hunt = make_hunt(tmp_path, {"hold_seconds": 1}, max_trials=4)
+    first = subprocess.Popen(
+        hunt.command(), cwd=hunt.root, env=clean_env(), stdout=subprocess.DEVNULL, text=True
+    )
+    wait_until(lambda: len(hunt.records()) >= 1, "a first completed trial", first)
+    second = hunt.run()
+    assert first.wait(timeout=HUNT_TIMEOUT_S) == 0
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "warning: another hunt process" in second.stdout
+    replay = json.loads((hunt.hunt_dir / "hunt.json").read_text())["replay"]
+    assert replay["expected"] is True and replay["intact"] is False
+    assert any("although hunt.parallel_hunts is 1" in line for line in replay["departures"])
+
+
+def test_a_second_run_in_the_results_folder_is_refused_unlock_or_not(tmp_path: Path) -> None:
+    """Two real Snakemake runs of one experiment: the second is refused before any job, naming
+    the first's PID and host, also after `--unlock`; the first completes unharmed."""
+    import socket
+
+    write_workflow_config(tmp_path, {"recipe": {"args": {"hold_seconds": 1}}})
+    target = "results/speaker_id/hunt/hunt.json"
+    first = subprocess.Popen(
+        snakemake_command(tmp_path, target),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        results = tmp_path / "results" / "speaker_id"
+        wait_until(lambda: (results / "logs" / "hunt.log").exists(), "the hunt running", first)
+        for args in ([target], ["--unlock"], [target]):
+            second = snakemake(tmp_path, *args, timeout=HUNT_TIMEOUT_S)
+            shown = second.stdout + second.stderr
+            assert second.returncode != 0, shown[-3000:]
+            assert f"PID {first.pid} on host {socket.gethostname()}" in shown, shown[-3000:]
+            assert "rule " not in shown  # no job of the second run started
+        assert first.wait(timeout=HUNT_TIMEOUT_S) == 0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    summary = json.loads((results / "hunt" / "hunt.json").read_text())
+    assert summary["completed"] == 4 and summary["replay"]["intact"] is True
+    # The lock is the live run's only: once it ended, the next run goes ahead.
+    assert snakemake(tmp_path, target).returncode == 0

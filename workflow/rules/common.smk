@@ -18,6 +18,8 @@ sys.path.insert(0, SRC)
 from reprohunt.config_errors import ConfigError, check as check_config
 from reprohunt.recipe import RecipeContractError, check_space, describe, prepare_flags
 from reprohunt.numerics import NumericsError, check as check_numerics
+from reprohunt.runlock import RunLockError, check_free as check_run_free
+from reprohunt.runlock import hold as hold_run_lock
 
 # The config file actually used: a --configfile replaces config/config.yaml (see Snakefile).
 CONFIG_FILE = str((workflow.config_settings.configfiles or ["config/config.yaml"])[-1])
@@ -171,3 +173,29 @@ def final_threads() -> int:
 def rebuilt(path: str, since: float) -> bool:
     """Whether `path` was (re)written at or after `since` (the run's start; see Snakefile)."""
     return Path(path).is_file() and Path(path).stat().st_mtime >= since
+
+
+def refuse_a_second_run() -> None:
+    """Stop here, before any job, when another run of this experiment is live: every kind of
+    invocation (--unlock included) but a job of this run (a cluster job, a `run:` job).
+    """
+    if not workflow.is_main_process:
+        return
+    try:
+        check_run_free(Path(RESULTS), CONFIG_FILE)
+    except RunLockError as error:
+        raise WorkflowError(str(error))
+
+
+# Held from `onstart` (Snakefile) to the end of the run's process.
+RUN_LOCK_HANDLES = []
+
+
+def take_run_lock() -> None:
+    """The experiment's run lock (reprohunt.runlock), taken when Snakemake is about to start
+    jobs (`onstart`: not for a dry run, lint, --unlock or a run with nothing to do). Two runs
+    started at once both pass refuse_a_second_run; only one gets here."""
+    try:
+        RUN_LOCK_HANDLES.append(hold_run_lock(Path(RESULTS), CONFIG_FILE))
+    except RunLockError as error:
+        raise WorkflowError(str(error))
