@@ -534,3 +534,68 @@ def test_a_second_run_in_the_results_folder_is_refused_unlock_or_not(tmp_path: P
     assert summary["completed"] == 4 and summary["replay"]["intact"] is True
     # The lock is the live run's only: once it ended, the next run goes ahead.
     assert snakemake(tmp_path, target).returncode == 0
+
+
+def processes_of_run(run_pid: int) -> list[int]:
+    """Live processes that a run started: each inherits the run's PID in its environment."""
+    from reprohunt.runlock import RUN_PID_VARIABLE
+
+    marker = f"{RUN_PID_VARIABLE}={run_pid}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            alive = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            if alive and marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def command_line(pid: int) -> str:
+    """What a process runs, for a failure message."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "(ended)"
+
+
+# A real Ctrl-C (SIGINT to the run's process group), and a SIGKILL of Snakemake alone.
+INTERRUPTS = {"ctrl_c": (True, signal.SIGINT), "kill_9_of_snakemake": (False, signal.SIGKILL)}
+
+
+@pytest.mark.parametrize(("group", "signum"), INTERRUPTS.values(), ids=INTERRUPTS)
+def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
+    tmp_path: Path, group: bool, signum: int
+) -> None:
+    # Orion worker processes, which a Ctrl-C left blocked, and the warm launcher's server (a session
+    # of its own, out of reach of a Ctrl-C).
+    hunt = {"warm_launcher": True, "n_workers": 2}
+    overrides = {"recipe": {"args": {"hold_seconds": 1}}, "hunt": hunt}
+    write_workflow_config(tmp_path, overrides)
+    target = "results/speaker_id/hunt/hunt.json"
+    run = subprocess.Popen(
+        snakemake_command(tmp_path, target),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    hunt_log = tmp_path / "results" / "speaker_id" / "logs" / "hunt.log"
+    wait_until(lambda: hunt_log.exists() and "trial " in hunt_log.read_text(), "a trial", run)
+    assert processes_of_run(run.pid), "the marker of the run's processes is missing"
+    (os.killpg if group else os.kill)(run.pid, signum)
+    run.wait(timeout=HUNT_TIMEOUT_S)
+    deadline = time.monotonic() + 10
+    while processes_of_run(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: command_line(pid) for pid in processes_of_run(run.pid)}
+    for pid in left:  # not to leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes of the run alive 10 s after {signum!r}: {left}"
+
+    if signum == signal.SIGKILL:  # Snakemake cannot tell its own stale lock from a live one
+        assert snakemake(tmp_path, "--unlock").returncode == 0
+    rerun = snakemake(tmp_path, target, timeout=HUNT_TIMEOUT_S)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    summary = json.loads((tmp_path / "results" / "speaker_id" / "hunt" / "hunt.json").read_text())
+    assert 4 <= summary["completed"] <= 5  # max_trials + trial slots - 1 at most

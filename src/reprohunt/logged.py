@@ -6,26 +6,45 @@ also goes through a small in-memory tail, so on failure the tail reaches Snakema
 (stderr) whatever became of the log, together with "disk full at PATH" when the log's
 filesystem is out of space. Lines that start with PROGRESS_PREFIX (a hunt's live progress) also
 reach the terminal as they come, so a long rule is never silent. With ``--numerics`` the command
-runs under that numerics profile (reprohunt.numerics). Stdlib only.
+runs under that numerics profile (reprohunt.numerics).
+
+Why it also owns the command's processes: a Ctrl-C stopped Snakemake in a second, but the hunt,
+its Orion workers, trials and the warm launcher's server ran on for minutes, and after a
+SIGKILL of Snakemake retrains kept writing into the results. The command runs in a session of
+its own (a terminal's Ctrl-C reaches this wrapper, not the tree half-way), and this wrapper is
+the subreaper of everything it starts. On SIGINT, SIGTERM or SIGHUP, or when the Snakemake run
+that started it ends (its PID comes from reprohunt.runlock's variable; SIGKILL included), it
+gives the command STOP_GRACE_S seconds to stop by itself on SIGTERM (the hunt hands it to Orion,
+which releases its trials), then kills every process left below it, and dies of the signal.
+Stdlib only.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from hpopt.process import become_subreaper, die_with_parent, kill_descendants
 from reprohunt import numerics
+from reprohunt.runlock import RUN_PID_VARIABLE
 
 TAIL_LINES = 30
 # Below this many free bytes a failure is reported as a full disk.
 FULL_BELOW_BYTES = 1 << 20
 # A line the command prints with this prefix is shown on Snakemake's terminal (stderr) too.
 PROGRESS_PREFIX = b"[progress] "
+# Seconds the command gets to stop by itself before every process it started is killed.
+STOP_GRACE_S = 4
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def disk_full(path: Path) -> bool:
@@ -35,6 +54,66 @@ def disk_full(path: Path) -> bool:
         return False
 
 
+def parent_of(pid: int) -> int:
+    """The parent PID of `pid` (0 when it is gone or unreadable)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def is_ancestor(pid: int) -> bool:
+    """Whether `pid` lies above this process in the tree (not a PID of another host or run)."""
+    current = os.getppid()
+    while current > 1:
+        if current == pid:
+            return True
+        current = parent_of(current)
+    return False
+
+
+def watch_run() -> None:
+    """SIGTERM this process when the Snakemake run that started it ends, however it ends.
+
+    Nothing to watch when the variable is unset, or names no ancestor (a cluster job inherits
+    the variable of a main process on another host)."""
+    text = os.environ.get(RUN_PID_VARIABLE, "")
+    if not text.isdigit() or not is_ancestor(int(text)):
+        return
+    try:
+        handle = os.pidfd_open(int(text))
+    except OSError:  # gone already, or a kernel without pidfd (before Linux 5.3)
+        return
+
+    def wait_then_stop() -> None:
+        select.select([handle], [], [])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_then_stop, daemon=True).start()
+
+
+def stop_on_signals(process: subprocess.Popen) -> None:
+    """On a stop signal: SIGTERM the command, wait STOP_GRACE_S, kill what is left of every
+    process below this one, then die of the same signal (as the shell above expects)."""
+
+    def stop(signum: int, _frame: object) -> None:
+        for ignored in STOP_SIGNALS:
+            signal.signal(ignored, signal.SIG_IGN)
+        name = signal.Signals(signum).name
+        what = " ".join(process.args[:3])
+        sys.stderr.write(f"{name}: stopping `{what}…` and every process it started\n")
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_GRACE_S)
+        kill_descendants(os.getpid())
+        process.wait()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+
 def run(log_path: Path, command: list[str]) -> int:
     """Run `command`, copying its output to `log_path`; on failure tell stderr why."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +121,16 @@ def run(log_path: Path, command: list[str]) -> int:
     log_error: OSError | None = None
     # Unbuffered: a write the full disk refused leaves nothing behind for close() to retry.
     with open(log_path, "wb", buffering=0) as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        become_subreaper()
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        stop_on_signals(process)
+        watch_run()
         for line in process.stdout:
             tail.append(line)
             if line.startswith(PROGRESS_PREFIX):
