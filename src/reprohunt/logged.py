@@ -3,10 +3,15 @@
 Why not `> LOG 2>&1`: when the results disk is full, the log is cut (or empty) exactly where the
 cause is, and Snakemake's own output says only that the rule failed. Here the command's output
 also goes through a small in-memory tail, so on failure the tail reaches Snakemake's output
-(stderr) whatever became of the log, together with "disk full at PATH" when the log's
-filesystem is out of space. Lines that start with PROGRESS_PREFIX (a hunt's live progress) also
-reach the terminal as they come, so a long rule is never silent. With ``--numerics`` the command
-runs under that numerics profile (reprohunt.numerics).
+(stderr) whatever became of the log. A full disk is named on the first line, "disk full at
+PATH: … free …; fix: …". Where it is judged: a step usually cleans up after a failed write, so
+the free space when the step has ended says nothing. The write that failed judges it, where it
+failed (hpopt.files.DiskFullError, from atomic writes: libsndfile and torch.save hide ENOSPC
+behind their own errors), and this wrapper shows that line first; failing that, an ENOSPC in
+the output ("No space left on device"), the log's own failed write, or a disk still full now.
+Lines that start with PROGRESS_PREFIX (a hunt's live progress) also reach the terminal as they
+come, so a long rule is never silent. With ``--numerics`` the command runs under that numerics
+profile (reprohunt.numerics).
 
 Why it also owns the command's processes: a Ctrl-C stopped Snakemake in a second, but the hunt,
 its Orion workers, trials and the warm launcher's server ran on for minutes, and after a
@@ -33,13 +38,14 @@ import sys
 import threading
 from pathlib import Path
 
+from hpopt.files import DISK_FULL, FULL_BELOW_BYTES, disk_full_message
 from hpopt.process import become_subreaper, die_with_parent, kill_descendants
 from reprohunt import numerics
 from reprohunt.runlock import RUN_PID_VARIABLE
 
 TAIL_LINES = 30
-# Below this many free bytes a failure is reported as a full disk.
-FULL_BELOW_BYTES = 1 << 20
+# How a library reports ENOSPC that keeps its errno (Python's OSError, C's perror).
+NO_SPACE = os.strerror(errno.ENOSPC).encode()
 # A line the command prints with this prefix is shown on Snakemake's terminal (stderr) too.
 PROGRESS_PREFIX = b"[progress] "
 # Seconds the command gets to stop by itself before every process it started is killed.
@@ -47,11 +53,25 @@ STOP_GRACE_S = 4
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def disk_full(path: Path) -> bool:
+def disk_full_named(line: bytes) -> str | None:
+    """The step's own "disk full at PATH: …" (hpopt.files.DiskFullError), from that phrase on."""
+    text = line.decode(errors="replace").rstrip()
+    at = text.find(DISK_FULL)
+    return text[at:] if at >= 0 else None
+
+
+def disk_full_cause(folder: Path, named: str | None, refused: bool) -> str | None:
+    """Why the step failed, when a full disk is why: the step's own line naming the path, or,
+    after an ENOSPC that named none (`refused`), or while the disk is still full, `folder`."""
+    if named is not None:
+        return named
     try:
-        return shutil.disk_usage(path).free < FULL_BELOW_BYTES
+        usage = shutil.disk_usage(folder)
     except OSError:
-        return False
+        return None
+    if not refused and usage.free >= FULL_BELOW_BYTES:
+        return None
+    return disk_full_message(folder.resolve(), usage.free, usage.total, "now")
 
 
 def parent_of(pid: int) -> int:
@@ -119,6 +139,8 @@ def run(log_path: Path, command: list[str]) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
     log_error: OSError | None = None
+    named: str | None = None  # the step's own "disk full at PATH" line, if any
+    refused = False  # whether an ENOSPC showed in the output
     # Unbuffered: a write the full disk refused leaves nothing behind for close() to retry.
     with open(log_path, "wb", buffering=0) as log:
         become_subreaper()
@@ -133,6 +155,8 @@ def run(log_path: Path, command: list[str]) -> int:
         watch_run()
         for line in process.stdout:
             tail.append(line)
+            named = named or disk_full_named(line)
+            refused = refused or NO_SPACE in line
             if line.startswith(PROGRESS_PREFIX):
                 sys.stderr.buffer.write(line)
                 sys.stderr.buffer.flush()
@@ -151,10 +175,12 @@ def run(log_path: Path, command: list[str]) -> int:
                 log_error = error
     if code == 0 and log_error is None:
         return 0
-    full = (log_error is not None and log_error.errno == errno.ENOSPC) or disk_full(log_path.parent)
-    cause = f"disk full at {log_path.parent.resolve()}: free space, then rerun. " if full else ""
+    refused = refused or (log_error is not None and log_error.errno == errno.ENOSPC)
+    cause = disk_full_cause(log_path.parent, named, refused)
+    if cause is not None:
+        sys.stderr.write(f"error: {cause}\n")
     where = f"{log_path} could not be written ({log_error.strerror})" if log_error else log_path
-    sys.stderr.write(f"error: {cause}{' '.join(command[:3])}… exited with {code}; log: {where}\n")
+    sys.stderr.write(f"error: {' '.join(command[:3])}… exited with {code}; log: {where}\n")
     sys.stderr.write("".join(line.decode(errors="replace") for line in tail))
     return code or 1
 
