@@ -575,16 +575,23 @@ def test_a_full_results_disk_is_named_where_it_happens_and_the_rerun_completes(
         subprocess.run(["umount", str(results)], check=True)
 
 
-def test_a_trial_that_fills_the_disk_fails_the_hunt_naming_it(tmp_path: Path) -> None:
+def test_a_trial_that_fills_the_disk_fails_the_hunt_naming_it_and_the_rerun_completes(
+    tmp_path: Path,
+) -> None:
     results = tmp_path / "results"
     mount_tmpfs(results, "4m")
     try:
         hunt = {"max_broken": 1, "min_free_mb": 1}
         write_workflow_config(tmp_path, {"recipe": {"args": {"write_mb": 8}}, "hunt": hunt})
-        run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json")
-        first = disk_full_shown(run, results / "speaker_id" / "hunt")
+        target = "results/speaker_id/hunt/hunt.json"
+        first = disk_full_shown(snakemake(tmp_path, target), results / "speaker_id" / "hunt")
         assert first.split(":")[1].endswith("/checkpoint.bin"), first
         assert partial_files(results) == []
+        resize_tmpfs(results, "64m")
+        rerun = snakemake(tmp_path, target)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        summary = json.loads((results / "speaker_id" / "hunt" / "hunt.json").read_text())
+        assert summary["completed"] == 4  # the broken trial retried, as after any broken trial
     finally:
         subprocess.run(["umount", str(results)], check=True)
 
@@ -655,11 +662,15 @@ def processes_of_run(run_pid: int) -> list[int]:
 
 
 def command_line(pid: int) -> str:
-    """What a process runs, for a failure message."""
+    """What a process runs, its state and its parent, for a failure message: a survivor whose
+    parent is 1 escaped the wrapper's subreaper; one in state D is still dying."""
+    proc = Path(f"/proc/{pid}")
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-    except OSError:
+        state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except (OSError, ValueError):
         return "(ended)"
+    return f"state {state}, parent {parent}: {command}"
 
 
 # A real Ctrl-C (SIGINT to the run's process group), and a SIGKILL of Snakemake alone.
