@@ -29,6 +29,15 @@ include: "workflow/rules/retrain.smk"
 include: "workflow/rules/report.smk"
 
 
+# One live run per results folder (reprohunt.runlock): once every config check above has
+# passed, a second run of the experiment is refused before any job, naming the live one.
+refuse_a_second_run()
+
+
+onstart:
+    take_run_lock()
+
+
 report: "workflow/report/workflow.rst"
 
 

@@ -39,7 +39,7 @@ from hunt_harness import (  # noqa: E402
     result_files,
     write_workflow_config,
 )
-from workflow_run import snakemake  # noqa: E402
+from workflow_run import snakemake, snakemake_command  # noqa: E402
 
 SOFT_LOCK_FOLDER = Path("/dev/shm")
 
@@ -427,16 +427,27 @@ def test_a_database_older_than_the_trial_folders_is_refused(tmp_path: Path) -> N
     assert database.read_bytes() == older
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a results disk that fills up (needs root's mount, as on CI)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
+def mount_tmpfs(folder: Path, size: str) -> None:
+    """Mount a tmpfs of `size` (mount's syntax: 2m, 1500k) on `folder`, or skip: needs root."""
+    folder.mkdir(parents=True, exist_ok=True)
     made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
     )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+
+
+def resize_tmpfs(folder: Path, size: str) -> None:
+    """Give the tmpfs on `folder` another size, its files kept (what freeing space does)."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a results disk that fills up, with more than FULL_BELOW_BYTES free when
+    the step has cleaned up (so a check made after the step could not tell)."""
+    mount = tmp_path / "small"
+    mount_tmpfs(mount, "2m")
     try:
         yield mount
     finally:
@@ -461,6 +472,16 @@ FILLERS = {
         "    print('step started', error, flush=True)\n"
         "    sys.exit(1)\n"
     ),
+    # The step frees the space before it prints anything: only its output tells of the ENOSPC.
+    "freed_before_the_first_line": (
+        "import os, sys\n"
+        "try:\n"
+        "    with open(sys.argv[1], 'wb') as out:\n"
+        "        out.write(b'x' * 4 * 2**20)\n"
+        "except OSError as error:\n"
+        "    os.remove(sys.argv[1])\n"
+        "    sys.exit(f'step started {error}')\n"
+    ),
 }
 
 
@@ -472,16 +493,222 @@ def test_a_full_disk_is_named_and_the_log_tail_reaches_snakemakes_output(
     command += [sys.executable, "-c", filler, str(small_disk / "output.bin")]
     run = subprocess.run(command, capture_output=True, text=True)
     assert run.returncode == 1, run.stderr
-    assert f"disk full at {small_disk}" in run.stderr
+    assert run.stderr.startswith(f"error: disk full at {small_disk}/logs: "), run.stderr
     assert "step started" in run.stderr and "No space left on device" in run.stderr
 
 
-def test_a_write_that_fills_the_disk_leaves_no_partial_file(small_disk: Path) -> None:
-    from hpopt.files import atomic_path
+def fill(path: Path) -> None:
+    """Write more than the small disk holds, as a library that keeps ENOSPC does."""
+    path.write_bytes(b"x" * 4 * 2**20)
 
-    with (
-        pytest.raises(OSError, match="No space left"),
-        atomic_path(small_disk / "epoch-001.ckpt") as temp,
-    ):
-        temp.write_bytes(b"x" * 4 * 2**20)
+
+def fill_hiding_enospc(path: Path) -> None:
+    """Fill the disk as libsndfile or torch.save do: the ENOSPC is lost in their own error."""
+    try:
+        fill(path)
+    except OSError:
+        raise RuntimeError("System error.") from None
+
+
+@pytest.mark.parametrize("write", [fill, fill_hiding_enospc])
+def test_a_write_that_fills_the_disk_is_named_and_leaves_no_partial_file(
+    small_disk: Path, write
+) -> None:
+    from hpopt.files import DiskFullError, atomic_path
+
+    target = small_disk / "epoch-001.ckpt"
+    with pytest.raises(DiskFullError) as raised, atomic_path(target) as temp:
+        write(temp)
+    assert str(raised.value).startswith(f"[Errno 28] disk full at {target}: 0.0 MB free of 2.0 MB")
+    assert "fix: free space" in str(raised.value)
     assert list(small_disk.iterdir()) == []
+
+
+def disk_full_shown(run: subprocess.CompletedProcess, where: Path) -> str:
+    """The first error line of a failed Snakemake run, checked to name a full disk under
+    `where`, with the free space and the fix, before Snakemake's own account of the failure."""
+    shown = run.stdout + run.stderr
+    assert run.returncode != 0, shown[-3000:]
+    first = next((line for line in shown.splitlines() if line.startswith("error:")), "")
+    assert first.startswith(f"error: disk full at {where}/"), shown[-3000:]
+    assert " MB free of " in first and "fix: free space" in first, first
+    assert shown.index(first) < shown.index("Error in rule"), shown[-3000:]
+    return first
+
+
+def partial_files(results: Path) -> list[Path]:
+    """What a failed write or preparation would leave: temp files and folders."""
+    return [path for path in results.rglob("*") if ".tmp" in path.name]
+
+
+# The results disk grown step by step, as a user frees space: what fails at each size.
+GROWING_DISK = [
+    ("1m", "/corpus/"),  # an audio file (libsndfile: "System error.")
+    ("1300k", "/features/train.npy"),  # the features' memory-mapped array (was a SIGBUS)
+    ("4m", "/save/epoch-001.ckpt"),  # the retrain's first checkpoint (torch: "unexpected pos")
+]
+
+
+def test_a_full_results_disk_is_named_where_it_happens_and_the_rerun_completes(
+    tmp_path: Path,
+) -> None:
+    """Real data preparation and retrain on a small tmpfs: each failure names the full disk in
+    Snakemake's first error line, leaves no partial file, and the run completes once there is
+    room."""
+    from workflow_run import TINY, write_config
+
+    results = tmp_path / "results"
+    mount_tmpfs(results, GROWING_DISK[0][0])
+    try:
+        write_config(tmp_path, TINY)
+        target = "results/speaker_id/final/untuned/seed1986/metrics.json"
+        for size, failed in GROWING_DISK:
+            resize_tmpfs(results, size)
+            first = disk_full_shown(snakemake(tmp_path, target), results / "speaker_id")
+            assert failed in first, first
+            assert partial_files(results) == []
+            assert not list(results.rglob("*.ckpt"))
+        resize_tmpfs(results, "16m")
+        rerun = snakemake(tmp_path, target)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    finally:
+        subprocess.run(["umount", str(results)], check=True)
+
+
+def test_a_trial_that_fills_the_disk_fails_the_hunt_naming_it_and_the_rerun_completes(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "results"
+    mount_tmpfs(results, "4m")
+    try:
+        hunt = {"max_broken": 1, "min_free_mb": 1}
+        write_workflow_config(tmp_path, {"recipe": {"args": {"write_mb": 8}}, "hunt": hunt})
+        target = "results/speaker_id/hunt/hunt.json"
+        first = disk_full_shown(snakemake(tmp_path, target), results / "speaker_id" / "hunt")
+        assert first.split(":")[1].endswith("/checkpoint.bin"), first
+        assert partial_files(results) == []
+        resize_tmpfs(results, "64m")
+        rerun = snakemake(tmp_path, target)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        summary = json.loads((results / "speaker_id" / "hunt" / "hunt.json").read_text())
+        assert summary["completed"] == 4  # the broken trial retried, as after any broken trial
+    finally:
+        subprocess.run(["umount", str(results)], check=True)
+
+
+def test_a_hunt_that_a_second_process_joins_says_it_does_not_replay(tmp_path: Path) -> None:
+    """Two hunt processes in one experiment whose spec gives one (e.g. a run started past the
+    run lock by hand): both finish, and hunt.json's replay names the extra process."""
+    hunt = make_hunt(tmp_path, {"hold_seconds": 1}, max_trials=4)
+    first = subprocess.Popen(
+        hunt.command(), cwd=hunt.root, env=clean_env(), stdout=subprocess.DEVNULL, text=True
+    )
+    wait_until(lambda: len(hunt.records()) >= 1, "a first completed trial", first)
+    second = hunt.run()
+    assert first.wait(timeout=HUNT_TIMEOUT_S) == 0
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "warning: another hunt process" in second.stdout
+    replay = json.loads((hunt.hunt_dir / "hunt.json").read_text())["replay"]
+    assert replay["expected"] is True and replay["intact"] is False
+    assert any("although hunt.parallel_hunts is 1" in line for line in replay["departures"])
+
+
+def test_a_second_run_in_the_results_folder_is_refused_unlock_or_not(tmp_path: Path) -> None:
+    """Two real Snakemake runs of one experiment: the second is refused before any job, naming
+    the first's PID and host, also after `--unlock`; the first completes unharmed."""
+    import socket
+
+    write_workflow_config(tmp_path, {"recipe": {"args": {"hold_seconds": 1}}})
+    target = "results/speaker_id/hunt/hunt.json"
+    first = subprocess.Popen(
+        snakemake_command(tmp_path, target),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        results = tmp_path / "results" / "speaker_id"
+        wait_until(lambda: (results / "logs" / "hunt.log").exists(), "the hunt running", first)
+        for args in ([target], ["--unlock"], [target]):
+            second = snakemake(tmp_path, *args, timeout=HUNT_TIMEOUT_S)
+            shown = second.stdout + second.stderr
+            assert second.returncode != 0, shown[-3000:]
+            assert f"PID {first.pid} on host {socket.gethostname()}" in shown, shown[-3000:]
+            assert "rule " not in shown  # no job of the second run started
+        assert first.wait(timeout=HUNT_TIMEOUT_S) == 0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    summary = json.loads((results / "hunt" / "hunt.json").read_text())
+    assert summary["completed"] == 4 and summary["replay"]["intact"] is True
+    # The lock is the live run's only: once it ended, the next run goes ahead.
+    assert snakemake(tmp_path, target).returncode == 0
+
+
+def processes_of_run(run_pid: int) -> list[int]:
+    """Live processes that a run started: each inherits the run's PID in its environment."""
+    from reprohunt.runlock import RUN_PID_VARIABLE
+
+    marker = f"{RUN_PID_VARIABLE}={run_pid}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            alive = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            if alive and marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def command_line(pid: int) -> str:
+    """What a process runs, its state and its parent, for a failure message: a survivor whose
+    parent is 1 escaped the wrapper's subreaper; one in state D is still dying."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except (OSError, ValueError):
+        return "(ended)"
+    return f"state {state}, parent {parent}: {command}"
+
+
+# A real Ctrl-C (SIGINT to the run's process group), and a SIGKILL of Snakemake alone.
+INTERRUPTS = {"ctrl_c": (True, signal.SIGINT), "kill_9_of_snakemake": (False, signal.SIGKILL)}
+
+
+@pytest.mark.parametrize(("group", "signum"), INTERRUPTS.values(), ids=INTERRUPTS)
+def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
+    tmp_path: Path, group: bool, signum: int
+) -> None:
+    # Orion worker processes, which a Ctrl-C left blocked, and the warm launcher's server (a session
+    # of its own, out of reach of a Ctrl-C).
+    hunt = {"warm_launcher": True, "n_workers": 2}
+    overrides = {"recipe": {"args": {"hold_seconds": 1}}, "hunt": hunt}
+    write_workflow_config(tmp_path, overrides)
+    target = "results/speaker_id/hunt/hunt.json"
+    run = subprocess.Popen(
+        snakemake_command(tmp_path, target),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    hunt_log = tmp_path / "results" / "speaker_id" / "logs" / "hunt.log"
+    wait_until(lambda: hunt_log.exists() and "trial " in hunt_log.read_text(), "a trial", run)
+    assert processes_of_run(run.pid), "the marker of the run's processes is missing"
+    (os.killpg if group else os.kill)(run.pid, signum)
+    run.wait(timeout=HUNT_TIMEOUT_S)
+    deadline = time.monotonic() + 10
+    while processes_of_run(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: command_line(pid) for pid in processes_of_run(run.pid)}
+    for pid in left:  # not to leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes of the run alive 10 s after {signum!r}: {left}"
+
+    if signum == signal.SIGKILL:  # Snakemake cannot tell its own stale lock from a live one
+        assert snakemake(tmp_path, "--unlock").returncode == 0
+    rerun = snakemake(tmp_path, target, timeout=HUNT_TIMEOUT_S)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    summary = json.loads((tmp_path / "results" / "speaker_id" / "hunt" / "hunt.json").read_text())
+    assert 4 <= summary["completed"] <= 5  # max_trials + trial slots - 1 at most

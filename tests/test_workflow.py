@@ -46,13 +46,46 @@ def test_one_letter_space_key_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
-def test_invalid_prior_fails_before_any_trial(tmp_path: Path) -> None:
-    write_config(tmp_path, merge(TINY, {"hunt": {"space": {"lr": "logunifrom(1e-3, 1e-2)"}}}))
-    run = snakemake(tmp_path, "results/speaker_id/hunt/hunt.json")
+# Issue 36's bad configs: each refused before any job, naming the file, the key and a fix.
+BAD_CONFIGS = {
+    "budget": ({"hunt": {"max_trials": -3}}, "hunt.max_trials", "fix: set it to 1 or more"),
+    "seeds": ({"final": {"seeds": [1, 1]}}, "final.seeds", "fix: list each value once"),
+    "unclosed_prior": (
+        {"hunt": {"space": {"lr": "loguniform(1e-4"}}},
+        "hunt.space.lr",
+        "fix: write it like loguniform(1e-4, 1e-2)",
+    ),
+    "recipe_data_option": (
+        {"data": {"n_mels": 100000}},
+        "data.n_mels",
+        "fix: set it to 128 or less",
+    ),
+    "prior_orion_cannot_parse": (
+        {"hunt": {"space": {"lr": "loguniform(1e-4,, 1e-2)"}}},
+        "hunt.space.lr: invalid Orion prior",
+        "fix: write each prior as Orion parses it",
+    ),
+    "misspelt_prior": (
+        {"hunt": {"space": {"lr": "logunifrom(1e-3, 1e-2)"}}},
+        "hunt.space.lr: invalid Orion prior",
+        "fix: write each prior as Orion parses it",
+    ),
+}
+
+
+@pytest.mark.parametrize(("override", "key", "fix"), BAD_CONFIGS.values(), ids=BAD_CONFIGS)
+def test_a_bad_config_is_refused_before_any_job_with_file_key_and_fix(
+    tmp_path: Path, override: dict, key: str, fix: str
+) -> None:
+    space = {"space": {"emb_dim": "choices([16, 32])"} | override.get("hunt", {}).get("space", {})}
+    write_config(tmp_path, merge(TINY, merge(override, {"hunt": space})))
+    run = snakemake(tmp_path)  # a real run, not a dry one: nothing may start
+    shown = run.stdout + run.stderr
     assert run.returncode != 0
-    log = (tmp_path / "results/speaker_id/logs/hunt.log").read_text()
-    assert "hunt.space.lr" in log and "logunifrom" in log
-    assert not list((tmp_path / "results/speaker_id/hunt").glob("*/trials"))
+    assert "config/config.yaml" in shown and key in shown and fix in shown, shown[-3000:]
+    if key.startswith("data."):
+        assert "recipes/speaker_id/prepare.schema.yaml" in shown
+    assert not (tmp_path / "results").exists()
 
 
 def test_space_key_missing_from_train_yaml_stops_before_any_job(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from speaker_data.errors import DataError
 from speaker_data.prepared import FORMAT_VERSION, SUBSET
 from speaker_data.synthetic import SyntheticConfig
 
-from hpopt.files import digest_of, sha256_file
+from hpopt.files import digest_of, disk_full_named, sha256_file
 
 SOURCES = ("synthetic", "minilibrispeech")
 DEFAULT_N_MELS = 40
@@ -288,8 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir()
     try:
-        summary = _build(args, workdir)
-        _write_json(workdir / "prepared.json", summary)
+        # Any write of the build that a full disk refused is named, with the folder and the fix.
+        with disk_full_named(out):
+            summary = _build(args, workdir)
+            _write_json(workdir / "prepared.json", summary)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.rename(out, old)

@@ -6,23 +6,82 @@ through a plain ``open(..., "w")`` would leave truncated JSON. A temp file in th
 ``os.replace`` is atomic on POSIX filesystems, and the temp file is removed on any failure.
 ``mkstemp`` creates the temp file 0600; it gets the mode a plain ``open`` would have given it
 (0666 less the umask), so a handed-over result stays readable by whom the umask allows.
+
+A write that fails on a full disk raises :class:`DiskFullError`, which names the path, the free
+space and the fix (``disk full at PATH: …``); the rule wrapper (reprohunt.logged) shows that
+line first. It is decided where the write failed, before the temp file is removed.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+# What a full-disk message starts with (reprohunt.logged looks for it in a step's output).
+DISK_FULL = "disk full at "
+# Below this many free bytes where a write just failed, the disk is taken to be full.
+FULL_BELOW_BYTES = 1 << 20
+
+
+class DiskFullError(OSError):
+    """A write that a full filesystem refused, named ``disk full at PATH: …`` with the fix."""
+
+
+def disk_full_message(path: Path, free: int, total: int, when: str) -> str:
+    """``disk full at PATH: F MB free of T MB WHEN; fix: …``: what to do, not only what broke."""
+    return (
+        f"{DISK_FULL}{path}: {free / 2**20:.1f} MB free of {total / 2**20:.1f} MB {when}; fix: "
+        "free space on that filesystem or move the results folder to a larger disk, then rerun"
+    )
+
+
+def disk_full_error(path: Path, error: Exception) -> DiskFullError | None:
+    """``error``, raised while writing ``path``, as a DiskFullError if the disk is full now.
+
+    Libraries hide ENOSPC behind their own errors (libsndfile's "System error.", torch.save's
+    "unexpected pos … vs …"), so besides ENOSPC itself the witness is the free space at the
+    moment of the failure: the failed file still holds its space here, and once it is removed
+    (by atomic_path, or a step's clean-up) the disk looks free again.
+    """
+    if isinstance(error, DiskFullError):
+        return None
+    path = path.absolute()  # the message is read far from the process's working folder
+    try:
+        usage = shutil.disk_usage(path.parent)
+    except OSError:
+        return None
+    refused = isinstance(error, OSError) and error.errno == errno.ENOSPC
+    if not refused and usage.free >= FULL_BELOW_BYTES:
+        return None
+    return DiskFullError(
+        errno.ENOSPC, disk_full_message(path, usage.free, usage.total, "as the write failed")
+    )
+
+
+@contextlib.contextmanager
+def disk_full_named(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise a failure of the block as DiskFullError naming ``path`` when its disk is full."""
+    try:
+        yield
+    except Exception as error:
+        full = disk_full_error(Path(path), error)
+        if full is None:
+            raise
+        raise full from error
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temp path beside ``path`` to write to; it replaces ``path`` when the block succeeds.
 
-    On any failure (or a full disk) the temp file is removed, so no partial file is left behind.
+    On any failure the temp file is removed, so no partial file is left behind; a failure on a
+    full disk becomes a DiskFullError naming ``path`` (judged before the removal frees space).
     """
     target = Path(path)
     handle, temp_name = tempfile.mkstemp(
@@ -31,8 +90,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(handle)
     try:
         os.chmod(temp_name, 0o666 & ~current_umask())
-        yield Path(temp_name)
-        os.replace(temp_name, target)
+        with disk_full_named(target):
+            yield Path(temp_name)
+            os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

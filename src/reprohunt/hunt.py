@@ -102,6 +102,13 @@ def departures_file(hunt_dir: Path, name: str) -> Path:
     return hunt_dir / name / "departures.txt"
 
 
+def note_departures(hunt_dir: Path, name: str, messages: list[str]) -> None:
+    """Record what made this hunt's trial sequence depart from a straight run's (replay reads
+    them into hunt.json), so that no record claims a replay that did not happen."""
+    with departures_file(hunt_dir, name).open("a") as record:
+        record.writelines(f"{message}\n" for message in messages)
+
+
 def replay(spec: dict[str, Any], hunt_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     """Whether re-running this hunt must give the same trials: one worker, a seeded algorithm,
     and no trial that broke or was taken back from a dead worker and run again."""
@@ -317,13 +324,19 @@ def join_hunt(
         for message in messages + trial_messages:
             print(f"recovery: {message}", flush=True)
         if trial_messages:  # retried trials: the seeded sequence no longer replays
-            with departures_file(hunt_dir, name).open("a") as record:
-                record.writelines(f"{message}\n" for message in trial_messages)
+            note_departures(hunt_dir, name, trial_messages)
         if spec.get("start_with_train_yaml"):
             start_with_train_yaml(spec, command, env, storage, name)
 
-    with hunt_membership(hunt_dir, when_alone):
+    with hunt_membership(hunt_dir, when_alone) as alone:
         print(f"orion experiment: {name}\ncommand: {' '.join(command)}", flush=True)
+        if not alone and spec.get("parallel_hunts", 1) == 1:
+            extra = (
+                f"another hunt process (PID {os.getpid()} on {socket.gethostname()}) joined "
+                "the experiment while one was hunting, although hunt.parallel_hunts is 1"
+            )
+            print(f"warning: {extra}", flush=True)
+            note_departures(hunt_dir, name, [extra])
         if gpus:
             lease_dir = env["HPOPT_LEASE_DIR"]
             print(f"trials lease GPUs {','.join(gpus)} (locks in {lease_dir})", flush=True)

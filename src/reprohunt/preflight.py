@@ -20,18 +20,20 @@ from reprohunt.orion_storage import redact
 DEFAULT_MIN_FREE_MB = 200
 # `hunt.gpus: visible`: lease among the devices the scheduler gave this job.
 VISIBLE_GPUS = "visible"
+PRIOR_FIX = (
+    "write each prior as Orion parses it, e.g. loguniform(1e-4, 1e-2), uniform(0, 1), "
+    "choices([16, 32])"
+)
 
 
 class HuntError(Exception):
     """A problem the user must fix; the message says what and where."""
 
 
-def validate_search(space: dict[str, str], algorithm: dict[str, Any], config_file: str) -> None:
-    """Every prior parses in Orion, and Orion builds the algorithm with its options on that
-    space (the keys were checked against train.yaml before any job, by recipe.check_space)."""
-    from orion.algo.base import algo_factory
+def check_priors(space: dict[str, str], config_file: str) -> None:
+    """Every prior parses in Orion's own parser (the pattern of the config schema lets
+    `loguniform(1e-4,, 1e-2)` through)."""
     from orion.core.io.space_builder import SpaceBuilder
-    from orion.core.worker.primary_algo import create_algo
 
     problems = []
     for key, prior in space.items():
@@ -41,6 +43,16 @@ def validate_search(space: dict[str, str], algorithm: dict[str, Any], config_fil
             problems.append(f"hunt.space.{key}: invalid Orion prior {prior!r}: {error}")
     if problems:
         raise HuntError(f"invalid search space in {config_file}:\n  " + "\n  ".join(problems))
+
+
+def validate_search(space: dict[str, str], algorithm: dict[str, Any], config_file: str) -> None:
+    """Every prior parses in Orion, and Orion builds the algorithm with its options on that
+    space (the keys were checked against train.yaml before any job, by recipe.check_space)."""
+    from orion.algo.base import algo_factory
+    from orion.core.io.space_builder import SpaceBuilder
+    from orion.core.worker.primary_algo import create_algo
+
+    check_priors(space, config_file)
     ((name, options),) = algorithm.items()
     try:
         built = SpaceBuilder().build({f"/{key}": prior for key, prior in space.items()})
@@ -168,3 +180,30 @@ def check_mongodb(database: dict[str, Any], host: str) -> None:
         ) from error
     finally:
         client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m reprohunt.preflight --space JSON --config-file FILE`: the priors checked by
+    Orion's own parser, for the Snakefile, which runs in the workflow env (no Orion there) and
+    calls this once at start-up, before any job. The algorithm is checked by the hunt (building
+    it imports its library: seconds on every Snakemake start)."""
+    import argparse
+    import sys
+
+    from reprohunt import orion_noise
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--space", type=json.loads, required=True, help="hunt.space as JSON")
+    parser.add_argument("--config-file", required=True, help="the config file, for messages")
+    args = parser.parse_args(argv)
+    orion_noise.install()
+    try:
+        check_priors(args.space, args.config_file)
+    except HuntError as error:
+        print(f"{error}\nfix: {PRIOR_FIX}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -35,8 +35,9 @@ STALE_DB_LOCK_AGE_S = 60
 
 
 @contextlib.contextmanager
-def hunt_membership(hunt_dir: Path, recover: Callable[[], None]) -> Iterator[None]:
+def hunt_membership(hunt_dir: Path, recover: Callable[[], None]) -> Iterator[bool]:
     """Hold `hunt.lock` shared while hunting; run `recover` first when no one else holds it.
+    Yields whether this hunter was alone when it joined.
 
     Getting the lock exclusively proves that every earlier hunter is dead; it is then turned into
     a shared lock so that other hunters can join. A hunter that starts during `recover` waits.
@@ -46,10 +47,12 @@ def hunt_membership(hunt_dir: Path, recover: Callable[[], None]) -> Iterator[Non
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fcntl.flock(handle, fcntl.LOCK_SH)
+            alone = False
         else:
             recover()
             fcntl.flock(handle, fcntl.LOCK_SH)
-        yield
+            alone = True
+        yield alone
 
 
 def _recorded_owner(lock: Path) -> tuple[int, str] | None:

@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,13 +13,23 @@ from snakemake.utils import validate
 # The recipe contract (stdlib-only module of the pipeline package), checked before any job.
 # This file's own checkout, not workflow.basedir: used as a module (snakedeploy), the main
 # Snakefile lies in the deployment, which has no src/.
-sys.path.insert(0, str(Path(workflow.current_basedir).parents[1] / "src"))
+SRC = str(Path(workflow.current_basedir).parents[1] / "src")
+sys.path.insert(0, SRC)
+from reprohunt.config_errors import ConfigError, check as check_config
 from reprohunt.recipe import RecipeContractError, check_space, describe, prepare_flags
 from reprohunt.numerics import NumericsError, check as check_numerics
+from reprohunt.runlock import RunLockError, check_free as check_run_free
+from reprohunt.runlock import hold as hold_run_lock
 
 # The config file actually used: a --configfile replaces config/config.yaml (see Snakefile).
 CONFIG_FILE = str((workflow.config_settings.configfiles or ["config/config.yaml"])[-1])
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+CONFIG_SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+# Every violation with its key, the file and the fix; Snakemake's validate then sets defaults.
+try:
+    check_config(config, CONFIG_SCHEMA, CONFIG_FILE, keys_doc="config/README.md")
+except ConfigError as error:
+    raise WorkflowError(str(error))
+validate(config, schema=str(CONFIG_SCHEMA), set_default=True)
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
@@ -74,7 +85,32 @@ if not workflow.dryrun and Path(RESULTS).is_dir():
 # The recipe's data options, checked by the recipe's own schema when it ships one.
 PREPARE_SCHEMA = RECIPE_DIR / "prepare.schema.yaml"
 if PREPARE_SCHEMA.is_file():
+    try:
+        check_config(config["data"], PREPARE_SCHEMA, CONFIG_FILE, prefix="data")
+    except ConfigError as error:
+        raise WorkflowError(str(error))
     validate(config["data"], schema=str(PREPARE_SCHEMA.resolve()))
+
+
+def check_priors_with_orion() -> None:
+    """Parse every prior with Orion's own parser before any job. Orion lives in the train env
+    only, so its python parses them (about 2 s), with this checkout's src first on its path
+    (the code this Snakefile imports). Skipped where the train env is only in the image, and in
+    a job of a cluster run (its main process checked them already): the hunt checks them too.
+    """
+    if IN_IMAGE or workflow.remote_exec:
+        return
+    command = [TRAIN_PYTHON, "-m", "reprohunt.preflight", "--config-file", CONFIG_FILE]
+    command += ["--space", json.dumps(config["hunt"]["space"])]
+    path = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+    checked = subprocess.run(
+        command, env=os.environ | {"PYTHONPATH": path}, capture_output=True, text=True
+    )
+    if checked.returncode != 0:
+        raise WorkflowError(checked.stderr.strip())
+
+
+check_priors_with_orion()
 
 
 def hunt_spec() -> dict:
@@ -137,3 +173,29 @@ def final_threads() -> int:
 def rebuilt(path: str, since: float) -> bool:
     """Whether `path` was (re)written at or after `since` (the run's start; see Snakefile)."""
     return Path(path).is_file() and Path(path).stat().st_mtime >= since
+
+
+def refuse_a_second_run() -> None:
+    """Stop here, before any job, when another run of this experiment is live: every kind of
+    invocation (--unlock included) but a job of this run (a cluster job, a `run:` job).
+    """
+    if not workflow.is_main_process:
+        return
+    try:
+        check_run_free(Path(RESULTS), CONFIG_FILE)
+    except RunLockError as error:
+        raise WorkflowError(str(error))
+
+
+# Held from `onstart` (Snakefile) to the end of the run's process.
+RUN_LOCK_HANDLES = []
+
+
+def take_run_lock() -> None:
+    """The experiment's run lock (reprohunt.runlock), taken when Snakemake is about to start
+    jobs (`onstart`: not for a dry run, lint, --unlock or a run with nothing to do). Two runs
+    started at once both pass refuse_a_second_run; only one gets here."""
+    try:
+        RUN_LOCK_HANDLES.append(hold_run_lock(Path(RESULTS), CONFIG_FILE))
+    except RunLockError as error:
+        raise WorkflowError(str(error))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from hpopt.files import disk_full_named
 from speaker_data.errors import DataError
 from speaker_data.features import fbank, n_frames
 from speaker_data.librispeech import Utterance
@@ -49,6 +51,17 @@ def read_audio(path: Path) -> np.ndarray:
     return signal
 
 
+def reserve(path: Path) -> None:
+    """Allocate the whole of a (sparse) memory-mapped file before anything is written to it.
+
+    A store into a mapped page that the full disk cannot back is a SIGBUS: the process dies
+    with no message and no clean-up, leaving the half-built folder and the disk full. An
+    allocation that does not fit is an error instead, named with the path (DiskFullError).
+    """
+    with disk_full_named(path), open(path, "r+b") as stream:
+        os.posix_fallocate(stream.fileno(), 0, os.fstat(stream.fileno()).st_size)
+
+
 def write_split(
     features_dir: Path,
     split: str,
@@ -59,9 +72,9 @@ def write_split(
 ) -> None:
     """Compute log-mel features for every utterance of a split and store array + index."""
     total = sum(n_frames(utt.n_samples) for utt in utterances)
-    array = np.lib.format.open_memmap(
-        array_path(features_dir, split), mode="w+", dtype=np.float32, shape=(total, n_mels)
-    )
+    path = array_path(features_dir, split)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(total, n_mels))
+    reserve(path)
     index = {}
     offset = 0
     for done, utt in enumerate(utterances, start=1):
