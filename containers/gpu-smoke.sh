@@ -82,6 +82,7 @@ def recipe_model(repo: Path) -> nn.Module | None:
     path = repo / "recipes" / "speaker_id" / "model.py"
     if not path.is_file():
         return None
+    sys.path.insert(0, str(path.parent))  # its own imports (speaker_data) live beside it
     spec = importlib.util.spec_from_file_location("speaker_id_model", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -157,7 +157,7 @@ def test_mongodb_host_with_credentials_is_refused_by_the_schema(tmp_path: Path) 
     )
     assert run.returncode != 0
     out = run.stdout + run.stderr
-    assert "'user:pw@db.cluster' does not match" in out and "['storage']['host']" in out
+    assert "orion.storage.host: 'user:pw@db.cluster' does not match" in out
 
 
 def test_slurm_profile_plans_one_gpu_job_per_hunt_process(tmp_path: Path) -> None:
