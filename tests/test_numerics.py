@@ -101,6 +101,9 @@ def test_every_computing_step_gives_the_same_bits_on_intel_and_amd(
     environment = dict(os.environ)
     numerics.apply(numerics.PORTABLE, "test", environment)
     runner = numerics_check_module.Runner(sys.executable, qemu, environment, tmp_path)
+    emulated = numerics_check_module.Runner(
+        sys.executable, qemu, without_coverage(environment), tmp_path
+    )
 
     def stages(cpu: str) -> list[Stage]:
         record = str(tmp_path / cpu / "steps.ops.jsonl")
@@ -108,7 +111,7 @@ def test_every_computing_step_gives_the_same_bits_on_intel_and_amd(
 
     runner.run("host", "run", stages("host"))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for future in [pool.submit(runner.run, cpu, "run", stages(cpu)) for cpu in EMULATED]:
+        for future in [pool.submit(emulated.run, cpu, "run", stages(cpu)) for cpu in EMULATED]:
             future.result()
     results = {
         cpu: json.loads((tmp_path / cpu / "work" / "steps.json").read_text())
@@ -132,23 +135,36 @@ def test_every_computing_step_gives_the_same_bits_on_intel_and_amd(
             assert results[cpu][step] == value, f"{step} differs on {cpu}"
 
 
+def without_coverage(environment: dict[str, str]) -> dict[str, str]:
+    """`environment` without the variables that make a Python process measure its coverage
+    (make test's): under emulation coverage's trace hook multiplies a process's cost, and the
+    host's runs measure the same code."""
+    return {name: value for name, value in environment.items() if not name.startswith("COVERAGE_")}
+
+
 def numerics_check(
-    tmp_path: Path, config: dict, *options: str
-) -> tuple[subprocess.CompletedProcess[str], dict]:
+    tmp_path: Path,
+    config: dict,
+    *options: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str, dict]:
+    """The check's command line, in process (so measured), its runs unmeasured: exit status,
+    what it printed, the report."""
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     work = tmp_path / "work"
-    command = [sys.executable, "-m", "reprohunt.numerics_check", "--config", str(config_file)]
-    run = subprocess.run(
-        [*command, "--work", str(work), *options], capture_output=True, text=True, cwd=REPO
-    )
-    report = json.loads((work / "report.json").read_text()) if run.returncode < 2 else {}
-    return run, report
+    for name in os.environ.keys() - without_coverage(dict(os.environ)).keys():
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(REPO)
+    code = numerics_check_module.main(["--config", str(config_file), "--work", str(work), *options])
+    report = json.loads((work / "report.json").read_text()) if code < 2 else {}
+    return code, capsys.readouterr().out, report
 
 
 @pytest.mark.slow
 def test_the_numerics_check_names_a_cpu_dependent_op_its_line_and_the_file_it_changed(
-    qemu: str, tmp_path: Path
+    qemu: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The emulated AMD CPU is enough: its float32 sqrt differs from an Intel host's (correctly
     # rounded) and from an AMD host's (another approximation) alike.
@@ -157,9 +173,11 @@ def test_the_numerics_check_names_a_cpu_dependent_op_its_line_and_the_file_it_ch
         "recipe": {"dir": str(CPU_DEPENDENT), "prepare": "probe_prepare.py"},
         "data": {},
     }
-    run, report = numerics_check(tmp_path, config, "--cpus", EMULATED[1])
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert run.stdout.startswith("numerics check: NOT portable")
+    code, out, report = numerics_check(
+        tmp_path, config, "--cpus", EMULATED[1], monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 1, out
+    assert out.startswith("numerics check: NOT portable")
     prepare_op, train_op = report["op_differences"]
     assert prepare_op["stage"] == "prepare" and prepare_op["op"] == "aten.sqrt.default"
     assert prepare_op["where"].endswith("probe_prepare.py:21 (<module>)")
@@ -171,11 +189,13 @@ def test_the_numerics_check_names_a_cpu_dependent_op_its_line_and_the_file_it_ch
         assert 0 < values["largest"] < 1e-4
     (changed,) = report["file_differences"]  # labels.txt is the same on every CPU
     assert changed["path"] == "features.npy" and changed["values"]["differing"] > 0
-    assert f"op #{train_op['index']} aten.sqrt.default at " in run.stdout
+    assert f"op #{train_op['index']} aten.sqrt.default at " in out
 
 
 @pytest.mark.slow
-def test_the_mlp_recipe_passes_the_numerics_check(qemu: str, tmp_path: Path) -> None:
+def test_the_mlp_recipe_passes_the_numerics_check(
+    qemu: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The speaker-id recipe's ops are compared, through the same tracing, by the test of every
     # computing step above (its preparation, a trial and a retrain: more than this check runs).
     tiny = ["data.synthetic.n_speakers=4", "data.synthetic.utts_per_speaker=8"]
@@ -183,11 +203,13 @@ def test_the_mlp_recipe_passes_the_numerics_check(qemu: str, tmp_path: Path) -> 
     mlp = {"dir": str(REPO / "recipes" / "speaker_mlp"), "prepare": "speaker_mlp_prepare.py"}
     config["recipe"] |= mlp
     options = [item for value in [*tiny, "recipe.args.steps=20"] for item in ("--set", value)]
-    run, report = numerics_check(tmp_path, config, *options)
-    assert run.returncode == 0, run.stdout + run.stderr
+    code, out, report = numerics_check(
+        tmp_path, config, *options, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 0, out
     assert report["agree"] and report["cpus"] == ["host", *EMULATED]
     assert report["ops"]["prepare"] > 100 and report["ops"]["train"] > 100 and report["files"] > 10
-    assert run.stdout.startswith(f"numerics check: all {sum(report['ops'].values())} ops")
+    assert out.startswith(f"numerics check: all {sum(report['ops'].values())} ops")
 
 
 @pytest.mark.slow
