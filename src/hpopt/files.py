@@ -33,11 +33,21 @@ class DiskFullError(OSError):
     """A write that a full filesystem refused, named ``disk full at PATH: …`` with the fix."""
 
 
-def disk_full_message(path: Path, free: int, total: int, when: str) -> str:
-    """``disk full at PATH: F MB free of T MB WHEN; fix: …``: what to do, not only what broke."""
+def disk_full(path: Path, refused: bool, when: str, probe: Path | None = None) -> str | None:
+    """``disk full at PATH: F MB free of T MB WHEN; fix: …`` when a write to ``path`` was refused
+    for space (``refused``: ENOSPC) or the filesystem of ``probe`` (default: ``path``'s folder) has
+    less than FULL_BELOW_BYTES free now; else None. The one rule of both places that judge it:
+    here, where a write failed, and the rule wrapper (reprohunt.logged), after a step."""
+    try:
+        usage = shutil.disk_usage(probe or path.parent)
+    except OSError:
+        return None
+    if not refused and usage.free >= FULL_BELOW_BYTES:
+        return None
     return (
-        f"{DISK_FULL}{path}: {free / 2**20:.1f} MB free of {total / 2**20:.1f} MB {when}; fix: "
-        "free space on that filesystem or move the results folder to a larger disk, then rerun"
+        f"{DISK_FULL}{path}: {usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB "
+        f"{when}; fix: free space on that filesystem or move the results folder to a larger disk, "
+        "then rerun"
     )
 
 
@@ -51,17 +61,10 @@ def disk_full_error(path: Path, error: Exception) -> DiskFullError | None:
     """
     if isinstance(error, DiskFullError):
         return None
-    path = path.absolute()  # the message is read far from the process's working folder
-    try:
-        usage = shutil.disk_usage(path.parent)
-    except OSError:
-        return None
     refused = isinstance(error, OSError) and error.errno == errno.ENOSPC
-    if not refused and usage.free >= FULL_BELOW_BYTES:
-        return None
-    return DiskFullError(
-        errno.ENOSPC, disk_full_message(path, usage.free, usage.total, "as the write failed")
-    )
+    # Absolute: the message is read far from the process's working folder.
+    message = disk_full(path.absolute(), refused, "as the write failed")
+    return None if message is None else DiskFullError(errno.ENOSPC, message)
 
 
 @contextlib.contextmanager

@@ -41,13 +41,26 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of a /proc/PID/stat file after the command name (state, ppid, …): the name,
+    in parentheses, may hold spaces, so the split comes after its closing one."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def parent_of(pid: int) -> int:
+    """The parent PID of `pid` (0 when it is gone or unreadable; Linux)."""
+    try:
+        return int(_stat_fields(Path(f"/proc/{pid}/stat"))[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def descendants(root: int) -> list[int]:
     """Every live process below `root` in the process tree, read from /proc (Linux)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            # The command name, in parentheses, may hold spaces: the fields after it are fixed.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(stat)
             if fields[0] != "Z":  # a zombie runs nothing; its parent reaps it
                 children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, todo = [], [root]

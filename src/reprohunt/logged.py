@@ -31,15 +31,14 @@ import contextlib
 import errno
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from hpopt.files import DISK_FULL, FULL_BELOW_BYTES, disk_full_message
-from hpopt.process import become_subreaper, die_with_parent, kill_descendants
+from hpopt.files import DISK_FULL, disk_full
+from hpopt.process import become_subreaper, die_with_parent, kill_descendants, parent_of
 from reprohunt import numerics
 from reprohunt.runlock import RUN_PID_VARIABLE
 
@@ -53,7 +52,7 @@ STOP_GRACE_S = 4
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def disk_full_named(line: bytes) -> str | None:
+def named_disk_full(line: bytes) -> str | None:
     """The step's own "disk full at PATH: …" (hpopt.files.DiskFullError), from that phrase on."""
     text = line.decode(errors="replace").rstrip()
     at = text.find(DISK_FULL)
@@ -65,21 +64,7 @@ def disk_full_cause(folder: Path, named: str | None, refused: bool) -> str | Non
     after an ENOSPC that named none (`refused`), or while the disk is still full, `folder`."""
     if named is not None:
         return named
-    try:
-        usage = shutil.disk_usage(folder)
-    except OSError:
-        return None
-    if not refused and usage.free >= FULL_BELOW_BYTES:
-        return None
-    return disk_full_message(folder.resolve(), usage.free, usage.total, "now")
-
-
-def parent_of(pid: int) -> int:
-    """The parent PID of `pid` (0 when it is gone or unreadable)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
+    return disk_full(folder.resolve(), refused, "now", probe=folder)
 
 
 def is_ancestor(pid: int) -> bool:
@@ -155,7 +140,7 @@ def run(log_path: Path, command: list[str]) -> int:
         watch_run()
         for line in process.stdout:
             tail.append(line)
-            named = named or disk_full_named(line)
+            named = named or named_disk_full(line)
             refused = refused or NO_SPACE in line
             if line.startswith(PROGRESS_PREFIX):
                 sys.stderr.buffer.write(line)
