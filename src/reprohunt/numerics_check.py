@@ -291,6 +291,7 @@ def op_differences(runner: Runner, plan: Plan, cpus: list[str], name: str) -> li
     host = read_records(runner.work / HOST / f"{name}.ops.jsonl")
     ended = OpRecord(-1, "(none: the run had ended)", "-", "", [])
     found = []
+    replayed: dict[int, list[Any]] = {}  # the host's outputs of op #index (CPUs often share it)
     for cpu in cpus:
         other = read_records(runner.work / cpu / f"{name}.ops.jsonl") if cpu != HOST else host
         index = first_op_difference(host, other)
@@ -300,15 +301,17 @@ def op_differences(runner: Runner, plan: Plan, cpus: list[str], name: str) -> li
         theirs = other[index] if index < len(other) else ended
         values = None
         if (ours.op, ours.where) == (theirs.op, theirs.where):
-            # The host's values of that op: the host's run replayed up to it, every stage before
-            # it included (they may warm caches that change the op sequence), in its own folder.
-            dump = runner.work / REPLAY / f"{name}.dump"
-            before = list(STAGES[: STAGES.index(name)])
-            replay = [plan.stage(stage, REPLAY) for stage in before]
-            replay.append(plan.stage(name, REPLAY, dump=str(dump), dump_at=index))
-            runner.run(HOST, "replay", replay, folder_name=REPLAY)
+            if index not in replayed:
+                # The host's values of that op: its run replayed up to it, every stage before it
+                # included (they may warm caches that change the op sequence), in its own folder.
+                dump = runner.work / REPLAY / f"{name}.dump"
+                before = list(STAGES[: STAGES.index(name)])
+                replay = [plan.stage(stage, REPLAY) for stage in before]
+                replay.append(plan.stage(name, REPLAY, dump=str(dump), dump_at=index))
+                runner.run(HOST, "replay", replay, folder_name=REPLAY)
+                replayed[index] = torch.load(dump / f"op{index}.pt")["tensors"]
             values = compare_tensors(
-                torch.load(dump / f"op{index}.pt")["tensors"],
+                replayed[index],
                 torch.load(runner.work / cpu / f"{name}.dump" / f"op{index}.pt")["tensors"],
             )
         found.append(
@@ -326,11 +329,13 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 
 def file_difference(
-    cpu: str, path: str, host_file: Path, other_file: Path
+    cpu: str, path: str, host_folder: Path, other_folder: Path
 ) -> FileDifference | None:
-    """How one file differs; None when it differs only by the prepared folder's own path."""
+    """How file `path` of two prepared folders differs; None when it differs only by the
+    folder's own path written into it."""
     import numpy as np
 
+    host_file, other_file = host_folder / path, other_folder / path
     if not host_file.is_file() or not other_file.is_file():
         return FileDifference(cpu, path, ValueDifference(0, 0, None))
     if host_file.suffix == ".npy":
@@ -343,15 +348,13 @@ def file_difference(
                 values = compare_arrays(ours[name], theirs[name])
                 if values.differing or values.largest is None:
                     return FileDifference(cpu, f"{path}[{name}]", values)
-    host_root, other_root = (
-        str(host_file.parents[len(Path(path).parts) - 1]),
-        str(other_file.parents[len(Path(path).parts) - 1]),
-    )
     try:
         ours_text, theirs_text = host_file.read_text(), other_file.read_text()
     except UnicodeDecodeError:
         return FileDifference(cpu, path, None)
-    if ours_text.replace(host_root, "{out}") == theirs_text.replace(other_root, "{out}"):
+    if ours_text.replace(str(host_folder), "{out}") == theirs_text.replace(
+        str(other_folder), "{out}"
+    ):
         return None
     return FileDifference(cpu, path, None)
 
@@ -367,7 +370,7 @@ def file_differences(work: Path, cpus: list[str]) -> tuple[int, list[FileDiffere
         other = file_hashes(other_folder)
         for path in sorted(set(host) | set(other)):
             if host.get(path) != other.get(path):
-                difference = file_difference(cpu, path, host_folder / path, other_folder / path)
+                difference = file_difference(cpu, path, host_folder, other_folder)
                 if difference is not None:
                     found.append(difference)
     return len(host), found
