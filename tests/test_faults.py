@@ -705,10 +705,24 @@ def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
     for pid in left:  # not to leave them to the next test
         os.kill(pid, signal.SIGKILL)
     assert not left, f"processes of the run alive 10 s after {signum!r}: {left}"
+    # Read once the run is over: the trials that ended, and those begun and stopped by the
+    # interrupt (whether Orion released them on SIGTERM or the rerun's recovery does).
+    log = hunt_log.read_text()
+    begun = set(re.findall(r"^trial (\w+): /", log, re.M))
+    ended = set(re.findall(r"^trial (\w+): exit 0$", log, re.M))
+    trials_file = tmp_path / "results" / "speaker_id" / "hunt" / "trials.json"
 
     if signum == signal.SIGKILL:  # Snakemake cannot tell its own stale lock from a live one
         assert snakemake(tmp_path, "--unlock").returncode == 0
-    rerun = snakemake(tmp_path, target, timeout=HUNT_TIMEOUT_S)
+    # On to best.json, which lists the trials.
+    rerun = snakemake(tmp_path, "results/speaker_id/hunt/best.json", timeout=HUNT_TIMEOUT_S)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     summary = json.loads((tmp_path / "results" / "speaker_id" / "hunt" / "hunt.json").read_text())
     assert 4 <= summary["completed"] <= 5  # max_trials + trial slots - 1 at most
+    trials = json.loads(trials_file.read_text())
+    assert len({t["id"] for t in trials}) == len(trials)
+    completed = {t["id"]: t for t in trials if t["status"] == "completed"}
+    # Nothing completed before the interrupt ran again, and nothing it stopped was lost.
+    assert begun - ended <= set(completed), "a trial the interrupt stopped never completed"
+    rerun_log = hunt_log.read_text()
+    assert not ended & set(re.findall(r"^trial (\w+): /", rerun_log, re.M)), "a trial ran twice"
