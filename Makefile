@@ -21,7 +21,7 @@ endif
 LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--build-constraints $(REQ)/build-constraints.txt --custom-compile-command "make lock"
 
-.PHONY: help setup run test test-quick lint pytest lock bench audit numerics-check dashboard image-test clean
+.PHONY: help setup run test test-quick lint docs results-page pytest lock bench audit numerics-check dashboard image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -44,18 +44,28 @@ lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
 	$(WORKFLOW_ENV)/bin/snakemake --lint --cores 1
 	$(WORKFLOW_ENV)/bin/hadolint Dockerfile
 
+# The user guide (mkdocs.yml, docs/) into site/ (git-ignored). Strict: a broken link between pages,
+# a missing anchor or a page left out of the nav fails it.
+docs: setup ## build the docs site strictly into site/
+	$(WORKFLOW_ENV)/bin/mkdocs build --strict
+
+# docs/results.md, the one page that quotes measured numbers, from published/*.json and
+# docs/measured.json (tests/test_docs.py fails when it is stale).
+results-page: setup ## regenerate docs/results.md from published/ and docs/measured.json
+	$(TRAIN_ENV)/bin/python -m reprohunt.results_page
+
 # The suite (tests/suite.sh): everything but SLURM on two pytest-xdist workers even on 2 cores
 # (the end-to-end tests wait a lot: process start-up, polling; the bench file stays on one
 # worker, xdist_group + --dist loadgroup), and beside them the SLURM file in a process of its own.
 # PYTEST_WORKERS=0: one process. The coverage figure of src/ and the recipes, subprocesses
 # included ([tool.coverage] in pyproject.toml), is printed at the end; COVERAGE=0 leaves it out
-# (README "Tests": what it costs).
+# (docs/testing.md: what it costs).
 PYTEST_WORKERS ?= 2
 COVERAGE ?= 1
 pytest: setup ## the test suite and its coverage figure (COVERAGE=0: without)
 	tests/suite.sh $(TRAIN_ENV)/bin/python $(PYTEST_WORKERS) $(COVERAGE) $(PYTEST_ARGS)
 
-test: lint pytest ## everything CI runs: lint + the whole test suite
+test: lint docs pytest ## everything CI runs: lint, the docs site, the whole test suite
 
 # What a developer runs while editing: no SLURM cluster, container image or benchmarks.
 test-quick: setup ## the test suite without the slurm, container and bench groups
@@ -72,7 +82,7 @@ lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 		--override $(REQ)/.torch-cpu-override.txt -o $(REQ)/train-cpu.lock
 	rm $(REQ)/.torch-cpu-override.txt
 
-bench: setup ## benchmarks; results under bench/results/, table in bench/README.md
+bench: setup ## benchmarks; JSON under bench/results/, figures into docs/measured.json and docs/results.md
 	$(TRAIN_ENV)/bin/python bench/run_all.py
 
 # The audit is no Snakemake rule: it must never rerun (and so replace) what it audits, and it reads

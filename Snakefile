@@ -1,5 +1,5 @@
 # reprohunt: data prep -> Orion hunt -> best trial -> retraining -> provenance + report.
-# Run from the repository root with the workflow env: `snakemake --cores N` (see README).
+# Run from the repository root with the workflow env: `snakemake --cores N` (see README.md and docs/running.md).
 import time
 
 from snakemake.utils import min_version

@@ -7,8 +7,8 @@ search the right one? The candidates, over the default's space (config/config.ya
 - ``default``: the workflow's default hunt (algorithm, space, max_trials, its first trial
   train.yaml's values), its seed replaced by the hunt seed;
 - ``default-<profile>``: the same at the first hunt seed under the other numerics profile
-  (README "Numerics"): a float-level perturbation of the same search, its pick compared with
-  train.yaml retrained under that profile too;
+  (docs/numerics-and-audit.md): a float-level perturbation of the same search, its pick compared
+  with train.yaml retrained under that profile too;
 - ``orion-tpe``: Orion's own TPE (one Parzen estimator per dimension) with 8 random points and
   ``n_ei_candidates: 1``, the workflow's default before Optuna's multivariate TPE;
 - ``orion-tpe-24-candidates``: the same with Orion's default ``n_ei_candidates`` (24), the
@@ -41,7 +41,7 @@ under the other numerics profile at the first hunt seed.
 
 Hunts and retrains run two at a time (``--jobs``; every run's thread count is fixed by the recipe,
 so this changes no result). ``--candidates`` runs a subset (the default always runs). A run is
-long (the default and three candidates: 45 min on 2 cores, bench/README.md), so its work is
+long (the default and three candidates: the longest benchmark), so its work is
 kept under ``RESULTS_DIR/search_value_runs/``: a
 hunt folder is named by a hash of its config overrides and a retrain by its run key (code,
 params, seed, data), and a rerun reuses whatever is finished and resumes an interrupted hunt.
@@ -106,7 +106,7 @@ def seeded_hunt(default: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def short_recipe(cache: Path) -> Path:
-    """A copy of the recipe whose trials train SHORT_EPOCHS epochs (the former default), made
+    """A copy of the recipe whose trials train SHORT_EPOCHS epochs (a short-trial search), made
     again when the recipe changed (copy2 keeps the files' times: Snakemake sees no newer input)."""
     from reprohunt.recipe import code_hashes
 

@@ -1,7 +1,7 @@
 """What every benchmark shares: paths, machine facts, the corpus, recipe commands, result files.
 
 Each ``bench_*.py`` measures one figure and writes ``<results-dir>/<name>.json``; ``run_all.py``
-runs them and turns the JSON into the table in ``bench/README.md``. Timings on a shared machine
+runs them and records their figures in docs/measured.json. Timings on a shared machine
 drift, so every result records the load average when it started and ended.
 """
 
@@ -44,8 +44,9 @@ PREPARE_SCRIPT = RECIPE_DIR / CONFIG["recipe"]["prepare"]
 # The recipe's own modules (its data package), importable as `python train.py` sees them.
 sys.path.insert(0, str(RECIPE_DIR))
 RECIPE_SEED = CONFIG["recipe"]["seed"]
-# Every benchmark measures under the default config's numerics profile (README "Numerics"), set
-# here, before a benchmark imports torch, and inherited by every process it starts.
+# Every benchmark measures under the default config's numerics profile
+# (docs/numerics-and-audit.md), set here, before a benchmark imports torch, and inherited by
+# every process it starts.
 NUMERICS = CONFIG.get("numerics", numerics.PORTABLE)
 # What Snakemake sets to a shell rule's thread count (snakemake/shell.py).
 SNAKEMAKE_THREAD_VARIABLES = (

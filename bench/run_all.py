@@ -1,17 +1,19 @@
-"""Run the benchmarks (``make bench``), then regenerate the table in bench/README.md from the JSON.
+"""Run the benchmarks (``make bench``), then record their figures for docs/results.md.
 
     .venv/train/bin/python bench/run_all.py                      # everything
     .venv/train/bin/python bench/run_all.py --only search,e2e    # some of them
-    .venv/train/bin/python bench/run_all.py --table-only         # only the table, from the JSON
+    .venv/train/bin/python bench/run_all.py --table-only         # only the records, from the JSON
     .venv/train/bin/python bench/run_all.py --smoke              # toy sizes: does it all still run?
 
 Each benchmark is its own process (``bench/bench_<name>.py``) writing
 ``<results-dir>/<name>.json``; the default corpus is prepared once and shared. A failing
-benchmark does not stop the others; the table is regenerated from whatever JSON exists (each row
+benchmark does not stop the others; the records are rebuilt from whatever JSON exists (each row
 says when and under which load it was measured), and the exit status is 1 if any failed.
-``--smoke`` writes under bench/results/smoke/ (table included) unless --results-dir says
-otherwise, never into bench/README.md, and skips the two benchmarks whose minimum sizes are not
-toy-sized (report_cost, launcher).
+The full table with each benchmark's details goes to ``<results-dir>/README.md`` (or --readme);
+outside --smoke, the summary rows replace their figures in docs/measured.json and
+docs/results.md is regenerated, the one committed place for measured numbers. ``--smoke``
+writes under bench/results/smoke/ unless --results-dir says otherwise, never into docs/, and
+skips the two benchmarks whose minimum sizes are not toy-sized (report_cost, launcher).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 
 import benchlib
 import table
+
+from reprohunt import results_page
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,18 @@ def command(benchmark: Benchmark, args: argparse.Namespace, data: Path | None) -
     return [sys.executable, str(benchmark.script), *own, *benchmark.extra_args]
 
 
+def corpus_size() -> str:
+    """The data size the benchmarks ran on, as docs/measured.json records it for each figure."""
+    data = benchlib.CONFIG["data"]
+    if data["source"] != "synthetic":
+        return f"the default config's {data['source']} corpus"
+    synthetic = data["synthetic"]
+    return (
+        f"default synthetic corpus: {synthetic['n_speakers']} speakers x "
+        f"{synthetic['utts_per_speaker']} utterances"
+    )
+
+
 def selected(args: argparse.Namespace) -> list[Benchmark]:
     names = [name.strip() for name in args.only.split(",")] if args.only else list(BY_NAME)
     unknown = [name for name in names if name not in BY_NAME]
@@ -113,8 +129,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, help="samples per variant (default 3; smoke 1)")
     parser.add_argument("--smoke", action="store_true", help="toy sizes, 1 repeat, own results")
     parser.add_argument("--results-dir", type=Path, help="default bench/results (smoke: …/smoke)")
-    parser.add_argument("--readme", type=Path, help="default bench/README.md (smoke: in results)")
-    parser.add_argument("--table-only", action="store_true", help="only regenerate the table")
+    parser.add_argument("--readme", type=Path, help="the full table (default: in results)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild table and records")
     args = parser.parse_args()
     args.repeats = args.repeats or (1 if args.smoke else 3)
     if args.repeats < 3 and not args.smoke:
@@ -123,9 +139,7 @@ def main() -> int:
         SMOKE_RESULTS if args.smoke else benchlib.DEFAULT_RESULTS
     )
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    readme = args.readme or (
-        args.results_dir / "README.md" if args.smoke else benchlib.BENCH / "README.md"
-    )
+    readme = args.readme or args.results_dir / "README.md"
 
     failed: list[str] = []
     if not args.table_only:
@@ -157,6 +171,11 @@ def main() -> int:
 
     table.update_readme(readme, table.render(args.results_dir))
     print(f"table written to {readme}")
+    if not args.smoke:
+        measured = table.figures(args.results_dir, corpus_size())
+        results_page.save_figures(results_page.replaced(results_page.load_figures(), measured))
+        results_page.write()
+        print(f"{len(measured)} figure(s) recorded in docs/measured.json and docs/results.md")
     return 1 if failed else 0
 
 

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 # Both must be set before torch loads. Deterministic cuBLAS needs the workspace setting. Idle
 # OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning made 2-thread
-# training 10x slower than 1 thread, sleeping made it faster (measurements in README.md).
+# training 10x slower than 1 thread, sleeping made it faster (README.md, "Threads").
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -409,7 +409,7 @@ class Experiment:
                 log.write(f"trial_id: {hp.get_trial_id()}\n")
             history = self.fit(log)
             last = history[-1]
-            # The workflow's result contract, version 1 (README, "Bring your own recipe").
+            # The workflow's result contract, version 1 (docs/recipes.md).
             metrics: dict[str, Any] = {
                 "result_format": 1,
                 "objective": {"split": "valid", "metric": "error"},
