@@ -93,14 +93,14 @@ def check_data(data_folder: Path, config_file: str) -> None:
         )
 
 
-def check_inputs(spec: dict[str, Any], data: Path) -> None:
-    """The recipe files and the prepared data exist."""
-    recipe, config_file = spec["recipe"], spec.get("config_file", "the config")
+def check_inputs(recipe: dict[str, Any], data_folder: str, data: Path, config_file: str) -> None:
+    """The recipe files and the prepared data (`data`, the prepared record, in `data_folder`)
+    exist."""
     for key in ("script", "train_yaml", "hpopt_yaml"):
         path = Path(recipe["dir"]) / recipe[key]
         if not path.is_file():
             raise HuntError(f"{path} does not exist: check recipe.{key} in {config_file}")
-    missing = [path for path in (data, Path(spec["data_folder"])) if not path.exists()]
+    missing = [path for path in (data, Path(data_folder)) if not path.exists()]
     if missing:
         raise HuntError(
             f"missing data: {missing[0]} does not exist. Prepare it first "
