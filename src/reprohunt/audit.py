@@ -48,7 +48,7 @@ from reprohunt.compare import ARMS, TUNED, UNTUNED, arm_result
 from reprohunt.orion_storage import storage_config
 from reprohunt.provenance import LOCKS, pip_freeze
 from reprohunt.published import differences
-from reprohunt.records import HuntSpec
+from reprohunt.records import HuntSpec, HuntSummary
 from reprohunt.result import Result, ResultError
 from reprohunt.result import load as load_result
 
@@ -296,6 +296,7 @@ def hunt_problems(results: Path, spec: HuntSpec, provenance: dict[str, Any]) -> 
         summary = hunt.hunt(
             spec, audit_hunt, results / "data/prepared.json", audit_hunt / "hunt.json"
         )
+        assert isinstance(summary, HuntSummary)  # no worker given: the judged experiment
         storage = storage_config(spec.storage, audit_hunt)
         found = best.write_best(summary, storage, audit_hunt)
     except (hunt.HuntFailure, best.NoCompletedTrial) as error:

@@ -406,10 +406,10 @@ def hunt(
     out: Path,
     worker: int | None = None,
     judge: bool = False,
-) -> ExperimentState:
+) -> HuntSummary | WorkerRecord:
     """The hunt step in one of its three modes (see the module's docstring): check, hunt and
-    judge the experiment, then write `out` (hunt.json, or with `worker` its worker record).
-    Raises HuntFailure, which carries the step's exit code."""
+    judge the experiment, then write `out` (hunt.json, or with `worker` its worker record) and
+    return what it wrote. Raises HuntFailure, which carries the step's exit code."""
     orion_noise.install()  # orion is imported lazily below (preflight, recovery, outcome)
     storage = storage_config(spec.storage, hunt_dir)
     if not judge:
@@ -446,7 +446,7 @@ def hunt(
             status_counts_at_exit=state.status_counts,
         )
         write_record(out, record)
-        return state
+        return record
     summary = HuntSummary(
         **dataclasses.asdict(state),
         replay=replay(spec, hunt_dir, state),

@@ -122,7 +122,7 @@ def snakemake_command(output: str) -> str | None:
     return json.loads(record.read_text()).get("shellcmd")
 
 
-def rule_costs(results: Path) -> dict[str, dict[str, float]]:
+def rule_costs(results: Path) -> dict[str, dict[str, float | None]]:
     """Wall time (s) and peak memory (MiB) per rule, from Snakemake's `benchmark:` files."""
     costs = {}
     for path in sorted((results / "benchmarks").glob("*.tsv")):
