@@ -37,9 +37,10 @@ setup: $(TRAIN_ENV)/.lock-sha256 $(WORKFLOW_ENV)/.lock-sha256 ## create both env
 run: setup ## run the whole default workflow on the embedded synthetic corpus
 	$(WORKFLOW_ENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default
 
-lint: setup ## ruff, snakefmt, snakemake --lint, hadolint
+lint: setup ## ruff, mypy, snakefmt, snakemake --lint, hadolint
 	$(WORKFLOW_ENV)/bin/ruff check .
 	$(WORKFLOW_ENV)/bin/ruff format --check .
+	$(WORKFLOW_ENV)/bin/mypy --python-executable $(TRAIN_ENV)/bin/python src
 	$(WORKFLOW_ENV)/bin/snakefmt --check .
 	$(WORKFLOW_ENV)/bin/snakemake --lint --cores 1
 	$(WORKFLOW_ENV)/bin/hadolint Dockerfile

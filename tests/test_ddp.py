@@ -10,6 +10,7 @@ through a `sitecustomize` on PYTHONPATH) that records which process writes which
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -31,6 +32,7 @@ from workflow_run import snakemake, write_config  # noqa: E402
 from reprohunt.hunt import hunt_environment  # noqa: E402
 from reprohunt.orion_storage import storage_config  # noqa: E402
 from reprohunt.recipe import describe  # noqa: E402
+from reprohunt.records import HuntSpec  # noqa: E402
 
 RECIPE = REPO / "recipes" / "speaker_id"
 TORCHRUN = TRAIN_ENV / "bin" / "torchrun"
@@ -85,13 +87,15 @@ def test_a_last_batch_too_small_to_split_joins_the_one_before() -> None:
 
 def test_the_hunt_launches_ddp_trials_under_one_lease_per_trial(tmp_path: Path) -> None:
     storage = storage_config({"type": "pickleddb"}, tmp_path)
-    spec = {"train_env": str(TRAIN_ENV), "warm_launcher": False}
+    unread = {"experiment": "ddp", "max_trials": 1, "max_broken": 1, "space": {}, "recipe": {}}
+    spec = HuntSpec(**base_spec(tmp_path) | unread | {"data_folder": str(tmp_path)})
+    ddp = dataclasses.replace(spec, gpus_per_trial=2)
     bin_dir = TRAIN_ENV.resolve() / "bin"
     os.environ["HPOPT_TRIAL_LAUNCHER_ARGS"] = "stale"  # what a caller's environment may hold
     try:
         single = hunt_environment(spec, storage, tmp_path, [])
-        cpu = hunt_environment(spec | {"gpus_per_trial": 2}, storage, tmp_path, [])
-        gpus = hunt_environment(spec | {"gpus_per_trial": 2}, storage, tmp_path, ["0", "1", "2"])
+        cpu = hunt_environment(ddp, storage, tmp_path, [])
+        gpus = hunt_environment(ddp, storage, tmp_path, ["0", "1", "2"])
     finally:
         del os.environ["HPOPT_TRIAL_LAUNCHER_ARGS"]
     assert single["HPOPT_TRIAL_LAUNCHER"] == str(bin_dir / "python")

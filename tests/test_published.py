@@ -17,6 +17,7 @@ from hpopt.files import digest_of, sha256_text
 from reprohunt import audit, published
 from reprohunt.hunt import configuration, experiment_name
 from reprohunt.provenance import data_files
+from reprohunt.records import HuntSpec
 
 SPEC: dict[str, Any] = {
     "experiment": "speaker_id",
@@ -24,6 +25,24 @@ SPEC: dict[str, Any] = {
     "algorithm": {"tpe": {"seed": 1}},
     "recipe": {"seed": 3, "numerics": "portable", "code": {"train.py": "0" * 64}},
 }
+# What the tests' specs leave out: nothing configuration() or experiment_name() reads.
+UNREAD = {
+    "results": "results/speaker_id",
+    "train_env": ".venv/train",
+    "storage": {"type": "pickleddb"},
+    "max_trials": 3,
+    "max_broken": 1,
+    "n_workers": 1,
+    "heartbeat": 120,
+    "data_folder": "results/speaker_id/data",
+}
+
+
+def hunt_spec(document: dict[str, Any]) -> HuntSpec:
+    """The hunt spec of `document`, the keys it leaves out filled with unread values."""
+    return HuntSpec(**UNREAD | document)
+
+
 AUDIO = {f"spk{index:02d}/utt.flac": f"{index:064x}" for index in range(32)}
 FEATURES = {f"features/{split}.npy": sha256_text(split) for split in ("test", "train", "valid")}
 MANIFESTS = {"manifests/labels.json": sha256_text("labels")}
@@ -48,7 +67,7 @@ def trials() -> list[dict[str, Any]]:
 def provenance(spec: dict[str, Any] = SPEC, hashes: dict[str, Any] | None = None) -> dict:
     """A provenance record with just the keys `published.outcome` reads."""
     hashes = hashes or {"audio": AUDIO, "features": FEATURES, "manifests": MANIFESTS}
-    configured = configuration(spec)
+    configured = configuration(hunt_spec(spec))
     return {
         "created": "2025-01-01T00:00:00+00:00",
         "git": {"commit": "abc123", "dirty": False},
@@ -106,7 +125,7 @@ def with_data(features: dict[str, str] | None = None, audio: dict[str, str] | No
 def test_the_published_file_is_format_2_with_trials_in_order(published_file: Path) -> None:
     document = json.loads(published_file.read_text())
     assert document["published_format"] == 2
-    assert document["configuration"] == configuration(SPEC)
+    assert document["configuration"] == configuration(hunt_spec(SPEC))
     assert "code" not in document["configuration"]["recipe"]
     assert document["numerics"] == "portable"
     assert document["trials"][1] == {
@@ -282,8 +301,10 @@ def test_the_experiment_name_hashes_the_configuration_and_the_data_as_before(
         "algorithm": {"tpe": {"seed": 1}},
         "recipe": {"seed": 3, "code": {"train.py": "x"}, "numerics": "portable"},
     }
-    assert experiment_name(spec, tmp_path) == "speaker_id-8dabb655"
-    assert experiment_name(spec | {"gpus_per_trial": 2}, tmp_path) == "speaker_id-92974ed8"
-    assert experiment_name(spec | {"start_with_train_yaml": True}, tmp_path) == (
+    assert experiment_name(hunt_spec(spec), tmp_path) == "speaker_id-8dabb655"
+    assert (
+        experiment_name(hunt_spec(spec | {"gpus_per_trial": 2}), tmp_path) == "speaker_id-92974ed8"
+    )
+    assert experiment_name(hunt_spec(spec | {"start_with_train_yaml": True}), tmp_path) == (
         "speaker_id-5ef1a702"
     )

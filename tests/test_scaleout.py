@@ -130,6 +130,7 @@ def test_mongodb_address_and_its_public_description(
 ) -> None:
     from reprohunt.hunt import write_orion_config
     from reprohunt.orion_storage import public_description, storage_config, storage_env
+    from reprohunt.records import HuntSpec
 
     monkeypatch.setenv("ORION_DB_USER", SECRET_USER)
     monkeypatch.setenv("ORION_DB_PASSWORD", SECRET_PASSWORD)
@@ -142,8 +143,8 @@ def test_mongodb_address_and_its_public_description(
     public = json.dumps(public_description(config))
     assert SECRET_USER not in public and "pa%3Ass" not in public and "db.cluster" in public
     # orion.yaml (the `-c` file) never holds the storage.
-    spec = make_hunt(tmp_path, storage=spec).spec_dict()
-    text = write_orion_config(spec, tmp_path, "mongo-experiment").read_text()
+    hunt_spec = HuntSpec.load(make_hunt(tmp_path, storage=spec).spec)
+    text = write_orion_config(hunt_spec, tmp_path, "mongo-experiment").read_text()
     assert "storage" not in text and "db.cluster" not in text and SECRET_USER not in text
 
 

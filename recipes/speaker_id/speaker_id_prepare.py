@@ -13,7 +13,6 @@ The layout of DIR is documented in recipes/speaker_id/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -26,7 +25,7 @@ from speaker_data.errors import DataError
 from speaker_data.prepared import FORMAT_VERSION, SUBSET
 from speaker_data.synthetic import SyntheticConfig
 
-from hpopt.files import digest_of, disk_full_named, sha256_file
+from hpopt.files import digest_of, disk_full_named, sha256_file, write_json_atomically
 
 SOURCES = ("synthetic", "minilibrispeech")
 DEFAULT_N_MELS = 40
@@ -272,7 +271,7 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, document: object) -> None:
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    write_json_atomically(path, document, indent=2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

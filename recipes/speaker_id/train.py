@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import hpopt as hp  # noqa: E402
-from hpopt.files import write_json_atomically  # noqa: E402
+from hpopt.files import write_json_atomically, write_text_atomically  # noqa: E402
 
 # Reported in metrics.json "params": the values a search may change.
 TUNABLE = ("emb_dim", "tdnn_channels", "lr", "dropout", "batch_size", "number_of_epochs")
@@ -402,7 +402,8 @@ class Experiment:
         main = hp.is_main_process()
         if main:
             output.mkdir(parents=True, exist_ok=True)
-            (output / "hyperparams.yaml").write_text(yaml.safe_dump(hparams, sort_keys=False))
+            hyperparams = yaml.safe_dump(hparams, sort_keys=False)
+            write_text_atomically(output / "hyperparams.yaml", hyperparams)
         log_path = hparams["train_log"] if main else os.devnull
         with open(log_path, "a", encoding="utf-8") as log:
             if self.hpopt_enabled:

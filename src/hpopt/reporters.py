@@ -174,9 +174,9 @@ class GenericHyperparameterOptimizationReporter(HyperparameterOptimizationReport
 
 @hpopt_mode("orion")
 class OrionHyperparameterOptimizationReporter(HyperparameterOptimizationReporter):
-    """Writes Orion's result file itself: a no-op trial that reports took 0.19 s this way and
-    2.86 s importing ``orion.client`` (bench/bench_report_cost.py, median of 5, this project's
-    2-core machine, load average 1.5-1.8, 2026-12-01).
+    """Writes Orion's result file itself: importing ``orion.client`` to report would cost every
+    trial seconds of start-up, more than a small trial's training (bench/bench_report_cost.py
+    measures both ways).
 
     Takes SpeechBrain's arguments: ``objective_key`` only, so ``output=`` is a ``TypeError``.
     Besides the objective, every numeric item is written as a ``statistic`` for ``orion info``.

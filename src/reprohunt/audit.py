@@ -45,8 +45,10 @@ from typing import Any
 from hpopt.files import sha256_file, write_json_atomically
 from reprohunt import compare, numerics, published, retrain
 from reprohunt.compare import ARMS, TUNED, UNTUNED, arm_result
+from reprohunt.orion_storage import storage_config
 from reprohunt.provenance import LOCKS, pip_freeze
 from reprohunt.published import differences
+from reprohunt.records import HuntSpec, HuntSummary
 from reprohunt.result import Result, ResultError
 from reprohunt.result import load as load_result
 
@@ -278,48 +280,34 @@ def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
     ]
 
 
-def hunt_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+def hunt_problems(results: Path, spec: HuntSpec, provenance: dict[str, Any]) -> list[str]:
     """Re-run the hunt as experiment `<name>-audit` under audit/ and compare the best params."""
     from reprohunt import best, hunt
 
-    spec = json.loads((results / "hunt" / "spec.json").read_text())
     audit_hunt = results / "audit" / "hunt"
     shutil.rmtree(audit_hunt, ignore_errors=True)
     audit_hunt.mkdir(parents=True)
-    spec |= {"experiment": f"{spec['experiment']}-audit", "storage": {"type": "pickleddb"}}
-    (audit_hunt / "spec.json").write_text(json.dumps(spec, indent=2))
-    code = hunt.main(
-        [
-            "--spec",
-            str(audit_hunt / "spec.json"),
-            "--data",
-            str(results / "data/prepared.json"),
-            "--out",
-            str(audit_hunt / "hunt.json"),
-        ]
+    spec = dataclasses.replace(
+        spec, experiment=f"{spec.experiment}-audit", storage={"type": "pickleddb"}
     )
-    if code != 0:
-        return [f"the audit hunt failed (exit {code})"]
-    best.main(
-        [
-            "--hunt",
-            str(audit_hunt / "hunt.json"),
-            "--spec",
-            str(audit_hunt / "spec.json"),
-            "--out-dir",
-            str(audit_hunt),
-        ]
-    )
-    found = json.loads((audit_hunt / "best.json").read_text())
+    # What was hunted, beside what it found (as the workflow's spec.json is).
+    write_json_atomically(audit_hunt / "spec.json", spec.document(), indent=2)
+    try:
+        summary = hunt.hunt(
+            spec, audit_hunt, results / "data/prepared.json", audit_hunt / "hunt.json"
+        )
+        assert isinstance(summary, HuntSummary)  # no worker given: the judged experiment
+        storage = storage_config(spec.storage, audit_hunt)
+        found = best.write_best(summary, storage, audit_hunt)
+    except (hunt.HuntFailure, best.NoCompletedTrial) as error:
+        return [f"the audit hunt failed: {error}"]
     recorded = provenance["best"]
     problems = []
-    if found["params"] != recorded["params"]:
+    if found.params != recorded["params"]:
+        problems.append(f"best params: recorded {recorded['params']}, re-run found {found.params}")
+    if found.objective != recorded["objective"]:
         problems.append(
-            f"best params: recorded {recorded['params']}, re-run found {found['params']}"
-        )
-    if found["objective"] != recorded["objective"]:
-        problems.append(
-            f"best objective: recorded {recorded['objective']}, re-run {found['objective']}"
+            f"best objective: recorded {recorded['objective']}, re-run {found.objective}"
         )
     return problems
 
@@ -362,11 +350,11 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
                 found["details"].append(rule.note)
             checks.append(found | {"strength": "bit-identical" if rule.strict else "weaker"})
         checks.append(check(RECOMPUTED, comparison_problems(results, provenance)))
-    spec = json.loads((results / "hunt" / "spec.json").read_text())
+    spec = HuntSpec.load(results / "hunt" / "spec.json")
     skip = None
     if not rerun_hunt:
         skip = "set AUDIT_HUNT=1 to re-run the hunt"
-    elif spec["n_workers"] != 1 or spec.get("parallel_hunts", 1) != 1:
+    elif not spec.sequential:
         skip = "parallel trials do not replay a trial sequence; needs one worker, one hunt"
     elif (replay := provenance["orion"]["replay"])["expected"] and not replay["intact"]:
         skip = (
@@ -376,7 +364,7 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
     checks.append(
         check(
             "hunt re-run finds the same best params",
-            [] if skip else hunt_problems(results, provenance),
+            [] if skip else hunt_problems(results, spec, provenance),
             skip,
         )
     )

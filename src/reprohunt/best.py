@@ -15,12 +15,21 @@ since a low-fidelity winner says little about a full-budget model; `selection_ru
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
+from hpopt.files import write_text_atomically
 from reprohunt.orion_storage import storage_config
+from reprohunt.records import (
+    Best,
+    HuntSpec,
+    HuntSummary,
+    RecordError,
+    TrialRecord,
+    write_record,
+)
 
 SELECTION_RULE = "minimum validation objective among completed trials (Orion minimises)"
 
@@ -34,25 +43,24 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def trial_record(trial: Any) -> dict[str, Any]:
+def trial_record(trial: Any) -> TrialRecord:
     duration = (
         (trial.end_time - trial.start_time).total_seconds()
         if trial.end_time and trial.start_time
         else None
     )
-    objective = trial.objective.value if trial.objective is not None else None
-    return {
-        "id": trial.id,
-        "status": trial.status,
-        "params": plain_params(trial.params),
-        "objective": objective,
-        "statistics": {s.name: s.value for s in trial.statistics},
-        "submit_time": trial.submit_time.isoformat() if trial.submit_time else None,
-        "start_time": trial.start_time.isoformat() if trial.start_time else None,
-        "end_time": trial.end_time.isoformat() if trial.end_time else None,
-        "duration_s": duration,
-        "working_dir": trial.working_dir,
-    }
+    return TrialRecord(
+        id=trial.id,
+        status=trial.status,
+        params=plain_params(trial.params),
+        objective=trial.objective.value if trial.objective is not None else None,
+        statistics={s.name: s.value for s in trial.statistics},
+        submit_time=trial.submit_time.isoformat() if trial.submit_time else None,
+        start_time=trial.start_time.isoformat() if trial.start_time else None,
+        end_time=trial.end_time.isoformat() if trial.end_time else None,
+        duration_s=duration,
+        working_dir=trial.working_dir,
+    )
 
 
 def fidelity_name(experiment: Any) -> str | None:
@@ -73,46 +81,59 @@ def choose_best(experiment: Any, completed: list[Any]) -> tuple[Any, str]:
     return best, f"{SELECTION_RULE}, at the highest fidelity ({fidelity.lstrip('/')}={top})"
 
 
+class NoCompletedTrial(Exception):
+    """The experiment has no completed trial, so there is no best one."""
+
+
+def write_best(hunt: HuntSummary, storage: dict[str, Any], out_dir: Path) -> Best:
+    """Choose the best trial of the judged experiment `hunt` and write the four files into
+    `out_dir` (see the module's docstring)."""
+    import yaml
+    from orion.core.io import experiment_builder
+    from orion.core.utils.format_terminal import format_info
+
+    # What `orion info` does (orion.core.cli.info.main): load read-only, print format_info.
+    experiment = experiment_builder.load(hunt.name, hunt.version, "r", storage=storage)
+    trials = experiment.fetch_trials(with_evc_tree=False)
+    completed = [t for t in trials if t.status == "completed"]
+    if not completed:
+        raise NoCompletedTrial(f"experiment {hunt.name} has no completed trial")
+    best, rule = choose_best(experiment, completed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(out_dir / "orion_info.txt", format_info(experiment) + "\n")
+    record = Best(
+        experiment=hunt.name,
+        version=hunt.version,
+        trial_id=best.id,
+        objective=best.objective.value,
+        params=plain_params(best.params),
+        selection_rule=rule,
+        trials_completed=len(completed),
+        working_dir=best.working_dir,
+    )
+    write_record(out_dir / "best.json", record)
+    document = dataclasses.asdict(record)
+    write_text_atomically(out_dir / "best.yaml", yaml.safe_dump(document, sort_keys=False))
+    records = sorted((trial_record(t) for t in trials), key=lambda r: r.submit_time or "")
+    write_record(out_dir / "trials.json", records)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hunt", type=Path, required=True, help="hunt.json of the hunt step")
     parser.add_argument("--spec", type=Path, required=True, help="spec.json of the hunt")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-
-    import yaml
-    from orion.core.io import experiment_builder
-    from orion.core.utils.format_terminal import format_info
-
-    hunt = json.loads(args.hunt.read_text())
-    spec = json.loads(args.spec.read_text())
-    storage = storage_config(spec["storage"], args.hunt.parent)
-    # What `orion info` does (orion.core.cli.info.main): load read-only, print format_info.
-    experiment = experiment_builder.load(hunt["name"], hunt["version"], "r", storage=storage)
-    trials = experiment.fetch_trials(with_evc_tree=False)
-    completed = [t for t in trials if t.status == "completed"]
-    if not completed:
-        print(f"error: experiment {hunt['name']} has no completed trial", file=sys.stderr)
+    try:
+        hunt = HuntSummary.load(args.hunt)
+        storage = storage_config(HuntSpec.load(args.spec).storage, args.hunt.parent)
+        best = write_best(hunt, storage, args.out_dir)
+    except (RecordError, NoCompletedTrial) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    best, rule = choose_best(experiment, completed)
-
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "orion_info.txt").write_text(format_info(experiment) + "\n")
-    record = {
-        "experiment": hunt["name"],
-        "version": hunt["version"],
-        "trial_id": best.id,
-        "objective": best.objective.value,
-        "params": plain_params(best.params),
-        "selection_rule": rule,
-        "trials_completed": len(completed),
-        "working_dir": best.working_dir,
-    }
-    (args.out_dir / "best.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out_dir / "best.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
-    records = sorted((trial_record(t) for t in trials), key=lambda r: r["submit_time"] or "")
-    (args.out_dir / "trials.json").write_text(json.dumps(records, indent=2) + "\n")
-    print(f"best trial {best.id}: objective {best.objective.value} params {record['params']}")
+    print(f"best trial {best.trial_id}: objective {best.objective} params {best.params}")
     return 0
 
 

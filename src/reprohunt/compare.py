@@ -90,7 +90,7 @@ def compare(seeds: Sequence[int], tuned: Sequence[Result], untuned: Sequence[Res
         raise ResultError(f"the final runs name different objectives: {sorted(objectives)}")
     ((objective_split, metric),) = objectives
     quantile = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(seeds) - 1))
-    splits = {}
+    splits: dict[str, dict[str, Any]] = {}
     for split in dict.fromkeys([TEST_SPLIT, objective_split]):
         arms = {TUNED: metric_values(tuned, split, metric)}
         arms[UNTUNED] = metric_values(untuned, split, metric)

@@ -34,6 +34,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import BinaryIO
 
 import yaml
 
@@ -88,7 +89,7 @@ def build_handler(build: Path, api_url: str) -> Callable[..., SimpleHTTPRequestH
     #/… routes, so no other path needs serving)."""
 
     class Handler(SimpleHTTPRequestHandler):
-        def send_head(self) -> io.BufferedIOBase | None:
+        def send_head(self) -> io.BytesIO | BinaryIO | None:
             path = Path(self.translate_path(self.path))
             if path.suffix == ".js" and path.is_file():
                 body = path.read_bytes().replace(BUILT_IN_API, api_url.encode())

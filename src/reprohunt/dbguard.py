@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 from hpopt.files import atomic_path
 from reprohunt.orion_storage import DB_FILE
@@ -32,7 +33,7 @@ def completed_on_disk(hunt_dir: Path) -> set[str]:
     }
 
 
-def known_to_database(database: object) -> set[str]:
+def known_to_database(database: Any) -> set[str]:
     """Ids of every trial the database holds, whatever its status.
 
     Not only the completed ones: a hunt killed after a trial wrote its result file and before

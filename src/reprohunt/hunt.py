@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -59,36 +60,41 @@ from reprohunt.preflight import (
     validate_search,
 )
 from reprohunt.recipe import command as recipe_command
+from reprohunt.records import (
+    ExperimentState,
+    HuntSpec,
+    HuntSummary,
+    RecordError,
+    Replay,
+    WorkerRecord,
+    write_record,
+)
 from reprohunt.recovery import clear_stale_db_lock, hunt_membership, recover_dead_workers
 
 LOG_TAIL_LINES = 15
 
 
-def load_spec(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
-def configuration(spec: dict[str, Any]) -> dict[str, Any]:
+def configuration(spec: HuntSpec) -> dict[str, Any]:
     """What makes trials comparable apart from the data: the space, the algorithm and the recipe
     (every argument, its code files through their digest `code_sha256`). Kept apart from the data
     so that a published result can tell another configuration from the same one on other data."""
-    found = {
-        "space": spec["space"],
-        "algorithm": spec["algorithm"],
-        "recipe": {key: value for key, value in spec["recipe"].items() if key != "code"},
+    found: dict[str, Any] = {
+        "space": spec.space,
+        "algorithm": spec.algorithm,
+        "recipe": {key: value for key, value in spec.recipe.items() if key != "code"},
     }
-    if spec.get("gpus_per_trial", 1) != 1:  # DDP trials are not comparable with 1-process ones
-        found["gpus_per_trial"] = spec["gpus_per_trial"]
-    if spec.get("start_with_train_yaml"):  # another sequence of trials
+    if spec.gpus_per_trial != 1:  # DDP trials are not comparable with 1-process ones
+        found["gpus_per_trial"] = spec.gpus_per_trial
+    if spec.start_with_train_yaml:  # another sequence of trials
         found["start_with_train_yaml"] = True
     return found
 
 
-def experiment_name(spec: dict[str, Any], data_folder: Path) -> str:
+def experiment_name(spec: HuntSpec, data_folder: Path) -> str:
     """`<experiment>-<hash>`: the hash covers what makes trials comparable, not the budget:
     the configuration and the data."""
     identity = configuration(spec) | {"data": data_identity(data_folder)}
-    return f"{spec['experiment']}-{sha256_text(json.dumps(identity, sort_keys=True))[:8]}"
+    return f"{spec.experiment}-{sha256_text(json.dumps(identity, sort_keys=True))[:8]}"
 
 
 def trials_dir(hunt_dir: Path, name: str) -> Path:
@@ -109,39 +115,38 @@ def note_departures(hunt_dir: Path, name: str, messages: list[str]) -> None:
         record.writelines(f"{message}\n" for message in messages)
 
 
-def replay(spec: dict[str, Any], hunt_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+def replay(spec: HuntSpec, hunt_dir: Path, state: ExperimentState) -> Replay:
     """Whether re-running this hunt must give the same trials: one worker, a seeded algorithm,
     and no trial that broke or was taken back from a dead worker and run again."""
-    ((_, options),) = spec["algorithm"].items()
-    sequential = spec["n_workers"] == 1 and spec.get("parallel_hunts", 1) == 1
+    ((_, options),) = spec.algorithm.items()
     departures = []
-    record = departures_file(hunt_dir, result["name"])
+    record = departures_file(hunt_dir, state.name)
     if record.exists():
         departures += record.read_text().splitlines()
-    broken = result["status_counts"].get("broken", 0)
+    broken = state.status_counts.get("broken", 0)
     if broken:
         departures.append(f"{broken} trial(s) broke")
-    expected = sequential and (options or {}).get("seed") is not None
-    return {"expected": expected, "intact": expected and not departures, "departures": departures}
+    expected = spec.sequential and (options or {}).get("seed") is not None
+    return Replay(expected=expected, intact=expected and not departures, departures=departures)
 
 
-def write_orion_config(spec: dict[str, Any], hunt_dir: Path, name: str) -> Path:
+def write_orion_config(spec: HuntSpec, hunt_dir: Path, name: str) -> Path:
     """The `-c` file of `orion hunt` (storage travels in env vars, so no credentials here)."""
     import yaml
 
     config = {
         "experiment": {
-            "max_trials": spec["max_trials"],
-            "max_broken": spec["max_broken"],
+            "max_trials": spec.max_trials,
+            "max_broken": spec.max_broken,
             "working_dir": str(trials_dir(hunt_dir, name).resolve()),
-            "algorithm": spec["algorithm"],
+            "algorithm": spec.algorithm,
         },
         "worker": {
-            "n_workers": spec["n_workers"],
-            "heartbeat": spec["heartbeat"],
-            "max_broken": spec["max_broken"],
+            "n_workers": spec.n_workers,
+            "heartbeat": spec.heartbeat,
+            "max_broken": spec.max_broken,
             # A worker waiting for another process's trials must not give up after Orion's 60 s.
-            "idle_timeout": max(600, 2 * (spec.get("trial_timeout") or 0)),
+            "idle_timeout": max(600, 2 * (spec.trial_timeout or 0)),
         },
         "evc": {"enable": False},
     }
@@ -151,7 +156,7 @@ def write_orion_config(spec: dict[str, Any], hunt_dir: Path, name: str) -> Path:
     return path
 
 
-def trial_launcher(spec: dict[str, Any], gpus: list[str]) -> list[str]:
+def trial_launcher(spec: HuntSpec, gpus: list[str]) -> list[str]:
     """The command that runs a trial's script: `hpopt-trial` runs `[*launcher, script, args…]`.
 
     One process per trial: the warm launcher when configured and installed, else the train
@@ -161,32 +166,32 @@ def trial_launcher(spec: dict[str, Any], gpus: list[str]) -> list[str]:
     takes all N devices before torchrun starts: the workers inherit CUDA_VISIBLE_DEVICES and
     must not lease on their own (each would take a different single device).
     """
-    bin_dir = Path(spec["train_env"]).resolve() / "bin"
-    processes = spec.get("gpus_per_trial", 1)
+    bin_dir = Path(spec.train_env).resolve() / "bin"
+    processes = spec.gpus_per_trial
     if processes > 1:
         torchrun = [str(bin_dir / "torchrun"), "--standalone", f"--nproc_per_node={processes}"]
         if not gpus:
             return torchrun
         return [str(bin_dir / "python"), "-m", "hpopt.gpu_lease", "--", *torchrun]
     warm = bin_dir / "hpopt-exec"
-    return [str(warm if spec.get("warm_launcher") and warm.exists() else bin_dir / "python")]
+    return [str(warm if spec.warm_launcher and warm.exists() else bin_dir / "python")]
 
 
-def hunt_command(spec: dict[str, Any], name: str, config_path: Path) -> list[str]:
-    trial = str(Path(spec["train_env"]).resolve() / "bin" / "hpopt-trial")
+def hunt_command(spec: HuntSpec, name: str, config_path: Path) -> list[str]:
+    trial = str(Path(spec.train_env).resolve() / "bin" / "hpopt-trial")
     recipe_argv = recipe_command(
-        spec["recipe"],
-        data_folder=spec["data_folder"],
+        spec.recipe,
+        data_folder=spec.data_folder,
         output_folder="{trial.working_dir}",
         trial=True,
     )
-    priors = [f"--{key}~{prior}" for key, prior in sorted(spec["space"].items())]
-    orion = str(Path(spec["train_env"]).resolve() / "bin" / "orion")
+    priors = [f"--{key}~{prior}" for key, prior in sorted(spec.space.items())]
+    orion = str(Path(spec.train_env).resolve() / "bin" / "orion")
     return [orion, "hunt", "-n", name, "-c", str(config_path), trial, *recipe_argv, *priors]
 
 
 def hunt_environment(
-    spec: dict[str, Any], storage: dict[str, Any], hunt_dir: Path, gpus: list[str]
+    spec: HuntSpec, storage: dict[str, Any], hunt_dir: Path, gpus: list[str]
 ) -> dict[str, str]:
     """What `orion hunt` and, through it, every trial get: storage, launcher, timeout, GPUs."""
     launcher, *launcher_args = trial_launcher(spec, gpus)
@@ -205,11 +210,11 @@ def hunt_environment(
     env.setdefault("KMP_INIT_AT_FORK", "FALSE")
     # One warm server per host: hunt processes of other nodes may share this folder.
     env["HPOPT_EXEC_SOCKET"] = str((hunt_dir / f"warm-{socket.gethostname()}.sock").resolve())
-    if spec.get("trial_timeout"):
-        env["HPOPT_TRIAL_TIMEOUT"] = str(spec["trial_timeout"])
+    if spec.trial_timeout:
+        env["HPOPT_TRIAL_TIMEOUT"] = str(spec.trial_timeout)
     if gpus:
         env["HPOPT_GPUS"] = ",".join(gpus)
-        env["HPOPT_GPUS_PER_TRIAL"] = str(spec.get("gpus_per_trial", 1))
+        env["HPOPT_GPUS_PER_TRIAL"] = str(spec.gpus_per_trial)
         env["HPOPT_LEASE_DIR"] = str((hunt_dir / "gpu-leases").resolve())
     return env
 
@@ -233,7 +238,7 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join("    " + line for line in text)
 
 
-def outcome(storage: dict[str, Any], name: str) -> dict[str, Any]:
+def outcome(storage: dict[str, Any], name: str) -> ExperimentState:
     """Orion's own account of the experiment: counts by status and the broken trials' logs."""
     from orion.client import get_experiment
 
@@ -245,65 +250,61 @@ def outcome(storage: dict[str, Any], name: str) -> dict[str, Any]:
     broken = sorted(
         (t for t in trials if t.status == "broken"), key=lambda t: t.end_time or t.submit_time
     )
-    return {
-        "name": name,
-        "version": experiment.version,
-        "is_done": experiment.is_done,
-        "is_broken": experiment.is_broken,
-        "status_counts": counts,
-        "completed": counts.get("completed", 0),
-        "broken_trial_logs": [str(Path(t.working_dir) / "trial.log") for t in broken],
-    }
+    return ExperimentState(
+        name=name,
+        version=experiment.version,
+        is_done=experiment.is_done,
+        is_broken=experiment.is_broken,
+        status_counts=counts,
+        completed=counts.get("completed", 0),
+        broken_trial_logs=[str(Path(t.working_dir) / "trial.log") for t in broken],
+    )
 
 
-def failure_message(result: dict[str, Any], max_broken: int) -> str | None:
-    completed, logs = result["completed"], result["broken_trial_logs"]
-    if result["is_broken"] or completed == 0:
+def failure_message(state: ExperimentState, max_broken: int) -> str | None:
+    completed, logs = state.completed, state.broken_trial_logs
+    if state.is_broken or completed == 0:
         reason = (
             f"{len(logs)} trial(s) broke (max_broken is {max_broken})"
             if logs
             else "no trial completed"
         )
-        message = f"Orion experiment {result['name']}: {reason}; {completed} completed."
+        message = f"Orion experiment {state.name}: {reason}; {completed} completed."
         if logs:
             message += f"\nFirst failing trial's log: {logs[0]}\n{tail(Path(logs[0]))}"
         return message
     return None
 
 
-def unfinished_message(result: dict[str, Any], max_trials: int) -> str | None:
+def unfinished_message(state: ExperimentState, max_trials: int) -> str | None:
     """After every hunt process has ended, an unfinished experiment means one stopped early."""
-    if result["is_done"]:
+    if state.is_done:
         return None
     return (
-        f"Orion experiment {result['name']} is not finished ({result['completed']} of "
-        f"{max_trials} trials completed, {result['status_counts']}) although every hunt process "
+        f"Orion experiment {state.name} is not finished ({state.completed} of "
+        f"{max_trials} trials completed, {state.status_counts}) although every hunt process "
         "has ended: see the hunt logs for the one that stopped early; rerun to continue"
     )
 
 
-def preflight(
-    spec: dict[str, Any], hunt_dir: Path, data: Path, storage: dict[str, Any]
-) -> list[str]:
+def preflight(spec: HuntSpec, hunt_dir: Path, data: Path, storage: dict[str, Any]) -> list[str]:
     """Every check that can fail before work starts; returns the GPUs trials will lease."""
-    config_file = spec.get("config_file", "the config")
-    check_inputs(spec, data)
-    check_data(Path(spec["data_folder"]), config_file)
-    validate_search(spec["space"], spec["algorithm"], config_file)
-    check_device(spec["recipe"]["device"], config_file)
-    min_free_mb = spec.get("min_free_mb")
-    min_free_mb = DEFAULT_MIN_FREE_MB if min_free_mb is None else min_free_mb
+    check_inputs(spec.recipe, spec.data_folder, data, spec.config_file)
+    check_data(Path(spec.data_folder), spec.config_file)
+    validate_search(spec.space, spec.algorithm, spec.config_file)
+    check_device(spec.recipe["device"], spec.config_file)
+    min_free_mb = DEFAULT_MIN_FREE_MB if spec.min_free_mb is None else spec.min_free_mb
     check_writable(
         [hunt_dir, trials_dir(hunt_dir, experiment_name(spec, data.parent))], min_free_mb
     )
-    gpus = trial_gpus(spec.get("gpus") or [], os.environ)
-    if spec["storage"]["type"] == "mongodb":
-        check_mongodb(storage["database"], spec["storage"].get("host", "localhost"))
+    gpus = trial_gpus(spec.gpus or [], os.environ)
+    if not spec.pickled:
+        check_mongodb(storage["database"], spec.storage.get("host", "localhost"))
     return gpus
 
 
 def join_hunt(
-    spec: dict[str, Any],
+    spec: HuntSpec,
     hunt_dir: Path,
     command: list[str],
     storage: dict[str, Any],
@@ -314,23 +315,21 @@ def join_hunt(
     write_orion_config(spec, hunt_dir, name)
     env = hunt_environment(spec, storage, hunt_dir, gpus)
 
-    pickled = spec["storage"]["type"] == "pickleddb"
-
     def when_alone() -> None:
-        if pickled:  # alone: no live hunter can be between a trial's result and its record
+        if spec.pickled:  # alone: no live hunter can be between a trial's result and its record
             dbguard.check(hunt_dir)
-        messages = clear_stale_db_lock(hunt_dir) if pickled else []
-        trial_messages = recover_dead_workers(storage, name, spec["max_broken"])
+        messages = clear_stale_db_lock(hunt_dir) if spec.pickled else []
+        trial_messages = recover_dead_workers(storage, name, spec.max_broken)
         for message in messages + trial_messages:
             print(f"recovery: {message}", flush=True)
         if trial_messages:  # retried trials: the seeded sequence no longer replays
             note_departures(hunt_dir, name, trial_messages)
-        if spec.get("start_with_train_yaml"):
+        if spec.start_with_train_yaml:
             start_with_train_yaml(spec, command, env, storage, name)
 
     with hunt_membership(hunt_dir, when_alone) as alone:
         print(f"orion experiment: {name}\ncommand: {' '.join(command)}", flush=True)
-        if not alone and spec.get("parallel_hunts", 1) == 1:
+        if not alone and spec.parallel_hunts == 1:
             extra = (
                 f"another hunt process (PID {os.getpid()} on {socket.gethostname()}) joined "
                 "the experiment while one was hunting, although hunt.parallel_hunts is 1"
@@ -340,27 +339,30 @@ def join_hunt(
         if gpus:
             lease_dir = env["HPOPT_LEASE_DIR"]
             print(f"trials lease GPUs {','.join(gpus)} (locks in {lease_dir})", flush=True)
-            wanted = spec["n_workers"] * spec.get("gpus_per_trial", 1)
+            wanted = spec.n_workers * spec.gpus_per_trial
             if len(gpus) < wanted:
                 print(
-                    f"note: {spec['n_workers']} workers need {wanted} GPU(s) at once, "
+                    f"note: {spec.n_workers} workers need {wanted} GPU(s) at once, "
                     f"{len(gpus)} listed: trials will wait for devices",
                     flush=True,
                 )
         with (
-            warm_server(env, stop_at_end=spec.get("parallel_hunts", 1) == 1),
-            hunt_progress.watching(name, storage, spec["max_trials"]),
+            warm_server(env, stop_at_end=spec.parallel_hunts == 1),
+            hunt_progress.watching(name, storage, spec.max_trials),
         ):
             return run_orion(command, env)
 
 
 def start_with_train_yaml(
-    spec: dict[str, Any], command: list[str], env: dict[str, str], storage: dict, name: str
+    spec: HuntSpec,
+    command: list[str],
+    env: dict[str, str],
+    storage: dict[str, Any],
+    name: str,
 ) -> None:
     """Insert the recipe as shipped as the experiment's first trial (reprohunt.first_trial)."""
-    recipe = spec["recipe"]
     point, description = first_trial.train_yaml_point(
-        Path(recipe["dir"]) / recipe["train_yaml"], spec["space"]
+        Path(spec.recipe["dir"]) / spec.recipe["train_yaml"], spec.space
     )
     if point is None:
         print(f"note: hunt.start_with_train_yaml: no first trial: {description}", flush=True)
@@ -389,6 +391,75 @@ def warm_server(env: dict[str, str], stop_at_end: bool) -> Iterator[None]:
             subprocess.run([launcher, "--stop"], env=env, stdout=subprocess.DEVNULL, check=False)
 
 
+class HuntFailure(Exception):
+    """A hunt that did not give a judged experiment: the message, and the step's exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def hunt(
+    spec: HuntSpec,
+    hunt_dir: Path,
+    data: Path,
+    out: Path,
+    worker: int | None = None,
+    judge: bool = False,
+) -> HuntSummary | WorkerRecord:
+    """The hunt step in one of its three modes (see the module's docstring): check, hunt and
+    judge the experiment, then write `out` (hunt.json, or with `worker` its worker record) and
+    return what it wrote. Raises HuntFailure, which carries the step's exit code."""
+    orion_noise.install()  # orion is imported lazily below (preflight, recovery, outcome)
+    storage = storage_config(spec.storage, hunt_dir)
+    if not judge:
+        try:
+            gpus = preflight(spec, hunt_dir, data, storage)
+        except HuntError as error:
+            raise HuntFailure(redact(str(error)), 2) from error
+
+    name = experiment_name(spec, data.parent)
+    command = hunt_command(spec, name, hunt_dir / "orion.yaml")
+    if not judge:
+        try:
+            code = join_hunt(spec, hunt_dir, command, storage, gpus)
+        except dbguard.DatabaseError as error:
+            raise HuntFailure(str(error), 2) from error
+        if code != 0:
+            raise HuntFailure(f"`orion hunt` exited with {code}", code)
+
+    state = outcome(storage, name)
+    print(json.dumps(state.status_counts), flush=True)
+    failure = failure_message(state, spec.max_broken)
+    if failure is None and worker is None:
+        failure = unfinished_message(state, spec.max_trials)
+    if failure:
+        raise HuntFailure(failure, 1)
+    if spec.pickled:
+        dbguard.snapshot(hunt_dir)
+    if worker is not None:
+        record = WorkerRecord(
+            worker=worker,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            experiment=name,
+            status_counts_at_exit=state.status_counts,
+        )
+        write_record(out, record)
+        return record
+    summary = HuntSummary(
+        **dataclasses.asdict(state),
+        replay=replay(spec, hunt_dir, state),
+        storage=public_description(storage),
+        command=command,
+        orion_config=str(hunt_dir / "orion.yaml"),
+        max_trials=spec.max_trials,
+        trial_slots=spec.trial_slots,
+    )
+    write_record(out, summary)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, required=True, help="hunt/spec.json of the workflow")
@@ -398,59 +469,15 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--worker", type=int, help="join as hunt process I of hunt.parallel_hunts")
     mode.add_argument("--judge", action="store_true", help="only judge, after every worker ended")
     args = parser.parse_args(argv)
-    orion_noise.install()  # orion is imported lazily below (preflight, recovery, outcome)
-
-    spec = load_spec(args.spec)
-    hunt_dir = args.spec.parent
-    storage = storage_config(spec["storage"], hunt_dir)
-    if not args.judge:
-        try:
-            gpus = preflight(spec, hunt_dir, args.data, storage)
-        except HuntError as error:
-            print(f"error: {redact(str(error))}", file=sys.stderr)
-            return 2
-
-    name = experiment_name(spec, args.data.parent)
-    command = hunt_command(spec, name, hunt_dir / "orion.yaml")
-    if not args.judge:
-        try:
-            code = join_hunt(spec, hunt_dir, command, storage, gpus)
-        except dbguard.DatabaseError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        if code != 0:
-            print(f"error: `orion hunt` exited with {code}", file=sys.stderr)
-            return code
-
-    result = outcome(storage, name)
-    print(json.dumps(result["status_counts"]), flush=True)
-    failure = failure_message(result, spec["max_broken"])
-    if failure is None and args.worker is None:
-        failure = unfinished_message(result, spec["max_trials"])
-    if failure:
+    try:
+        spec = HuntSpec.load(args.spec)
+        hunt(spec, args.spec.parent, args.data, args.out, args.worker, args.judge)
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except HuntFailure as failure:
         print(f"error: {failure}", file=sys.stderr)
-        return 1
-    if spec["storage"]["type"] == "pickleddb":
-        dbguard.snapshot(hunt_dir)
-    if args.worker is not None:
-        record = {
-            "worker": args.worker,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "experiment": name,
-            "status_counts_at_exit": result["status_counts"],
-        }
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-        return 0
-    summary = result | {
-        "replay": replay(spec, hunt_dir, result),
-        "storage": public_description(storage),
-        "command": command,
-        "orion_config": str(hunt_dir / "orion.yaml"),
-        "max_trials": spec["max_trials"],
-        "trial_slots": spec["n_workers"] * spec.get("parallel_hunts", 1),
-    }
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        return failure.code
     return 0
 
 

@@ -97,7 +97,7 @@ def watch_run() -> None:
     threading.Thread(target=wait_then_stop, daemon=True).start()
 
 
-def stop_on_signals(process: subprocess.Popen) -> None:
+def stop_on_signals(process: subprocess.Popen[bytes], command: list[str]) -> None:
     """On a stop signal: SIGTERM the command, wait STOP_GRACE_S, kill what is left of every
     process below this one, then die of the same signal (as the shell above expects)."""
 
@@ -105,7 +105,7 @@ def stop_on_signals(process: subprocess.Popen) -> None:
         for ignored in STOP_SIGNALS:
             signal.signal(ignored, signal.SIG_IGN)
         name = signal.Signals(signum).name
-        what = " ".join(process.args[:3])
+        what = " ".join(command[:3])
         sys.stderr.write(f"{name}: stopping `{what}…` and every process it started\n")
         process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -136,8 +136,9 @@ def run(log_path: Path, command: list[str]) -> int:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        stop_on_signals(process)
+        stop_on_signals(process, command)
         watch_run()
+        assert process.stdout is not None  # stdout=PIPE
         for line in process.stdout:
             tail.append(line)
             named = named or named_disk_full(line)

@@ -20,6 +20,7 @@ and AMD CPUs. Stdlib only: the workflow env checks the profile before any job.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import sys
@@ -76,7 +77,8 @@ def cpu() -> dict[str, Any]:
                 break  # the first processor's block is enough
             fields.setdefault(key.strip(), value.strip())
     try:
-        from numpy._core._multiarray_umath import __cpu_features__ as detected
+        # numpy's private module (no stubs): what its dispatcher found on this CPU.
+        detected = importlib.import_module("numpy._core._multiarray_umath").__cpu_features__
     except ImportError:
         flags, source = set(fields.get("flags", "").split()), str(CPUINFO)
     else:
@@ -131,8 +133,8 @@ def in_use(profile: str) -> dict[str, Any]:
 
     config = torch.__config__.show()
     blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    features = numpy._core._multiarray_umath.__cpu_features__
-    dispatch = numpy._core._multiarray_umath.__cpu_dispatch__
+    umath = importlib.import_module("numpy._core._multiarray_umath")
+    features, dispatch = umath.__cpu_features__, umath.__cpu_dispatch__
     return {
         "profile": profile,
         "environment": {name: os.environ[name] for name in PORTABLE_ENV if name in os.environ},

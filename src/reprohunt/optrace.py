@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 import torch
@@ -88,7 +89,7 @@ def _shown(filename: str) -> str | None:
 
 def _caller() -> str:
     """`path:line (function)` of the innermost frame outside torch and this module."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         shown = _shown(frame.f_code.co_filename)
         if shown is not None:
@@ -114,7 +115,7 @@ class OpTrace(TorchDispatchMode):
         self.count = 0
         self.dumped = False
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         tensors = [*tensors_of(result), *tensors_of(_written_arguments(func, args, kwargs))]

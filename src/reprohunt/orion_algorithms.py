@@ -48,7 +48,7 @@ unseeded (fresh entropy), as upstream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy
@@ -66,9 +66,10 @@ class _SeedEachRepetition:
 
     brackets: list[Any]
     budgets: list[Any]
+    create_bracket: Callable[..., Any]  # Hyperband's, which this is mixed into
     seed: Seed
 
-    def _bracket_seeds(self, seed: Seed, repetition: int) -> list[tuple[int, int, int]]:
+    def _bracket_seeds(self, seed: Seed, repetition: int) -> list[tuple[int, ...]]:
         """The seeds of repetition ``repetition``'s brackets, in bracket order."""
         if repetition == 1:
             # Upstream's draws: the first repetition proposes what Orion's own class does.

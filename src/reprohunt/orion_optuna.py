@@ -28,7 +28,7 @@ trials.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy
@@ -104,7 +104,8 @@ class Optuna(BaseAlgorithm):
             raise ValueError("optuna: give the seed as the algorithm's `seed`, not in `options`")
         super().__init__(space, seed=seed, sampler=sampler, options=dict(options or {}))
         self.distributions = {name: distribution(dim) for name, dim in space.items()}
-        self._sampler_class = samplers[sampler]
+        # Every sampler of optuna.samplers but the base class takes `seed` (BaseSampler: none).
+        self._sampler_class: Callable[..., optuna.samplers.BaseSampler] = samplers[sampler]
 
     def seed_rng(self, seed: Seed) -> None:
         """Keep the seed: every suggestion's sampler is seeded from it (module docstring)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +93,14 @@ def check_data(data_folder: Path, config_file: str) -> None:
         )
 
 
-def check_inputs(spec: dict[str, Any], data: Path) -> None:
-    """The recipe files and the prepared data exist."""
-    recipe, config_file = spec["recipe"], spec.get("config_file", "the config")
+def check_inputs(recipe: dict[str, Any], data_folder: str, data: Path, config_file: str) -> None:
+    """The recipe files and the prepared data (`data`, the prepared record, in `data_folder`)
+    exist."""
     for key in ("script", "train_yaml", "hpopt_yaml"):
         path = Path(recipe["dir"]) / recipe[key]
         if not path.is_file():
             raise HuntError(f"{path} does not exist: check recipe.{key} in {config_file}")
-    missing = [path for path in (data, Path(spec["data_folder"])) if not path.exists()]
+    missing = [path for path in (data, Path(data_folder)) if not path.exists()]
     if missing:
         raise HuntError(
             f"missing data: {missing[0]} does not exist. Prepare it first "
@@ -139,7 +139,7 @@ def check_writable(folders: list[Path], min_free_mb: int) -> None:
         )
 
 
-def trial_gpus(spec_gpus: list[int] | str, environ: Mapping[str, str]) -> list[str]:
+def trial_gpus(spec_gpus: Sequence[int | str] | str, environ: Mapping[str, str]) -> list[str]:
     """The device ids trials lease from: `hunt.gpus`, or the job's visible devices."""
     if spec_gpus != VISIBLE_GPUS:
         return [str(gpu) for gpu in spec_gpus]
@@ -163,7 +163,7 @@ def check_mongodb(database: dict[str, Any], host: str) -> None:
     import pymongo
     from pymongo.errors import PyMongoError
 
-    client = pymongo.MongoClient(
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         host=database["host"],
         port=database["port"],
         authSource=database["name"],
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from reprohunt import orion_noise
 
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="check the priors with Orion's own parser")
     parser.add_argument("--space", type=json.loads, required=True, help="hunt.space as JSON")
     parser.add_argument("--config-file", required=True, help="the config file, for messages")
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -27,6 +28,7 @@ from hpopt.files import digest_of, sha256_file, sha256_text, write_json_atomical
 from reprohunt import numerics
 from reprohunt.compare import ARMS, TUNED, arm_result
 from reprohunt.hunt import configuration
+from reprohunt.records import Best, HuntSpec, HuntSummary, load_trials
 from reprohunt.result import load as load_result
 from reprohunt.scheduler import scheduler_facts
 
@@ -120,7 +122,7 @@ def snakemake_command(output: str) -> str | None:
     return json.loads(record.read_text()).get("shellcmd")
 
 
-def rule_costs(results: Path) -> dict[str, dict[str, float]]:
+def rule_costs(results: Path) -> dict[str, dict[str, float | None]]:
     """Wall time (s) and peak memory (MiB) per rule, from Snakemake's `benchmark:` files."""
     costs = {}
     for path in sorted((results / "benchmarks").glob("*.tsv")):
@@ -196,9 +198,9 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
     """The record of `results/<experiment>/`: its rule's inputs, plus what the whole folder
     tells (each rule's benchmark file, the commands in Snakemake's metadata)."""
     hunt_dir = results / "hunt"
-    spec = json.loads((hunt_dir / "spec.json").read_text())
-    hunt = json.loads((hunt_dir / "hunt.json").read_text())
-    best = json.loads((hunt_dir / "best.json").read_text())
+    spec = HuntSpec.load(hunt_dir / "spec.json")
+    hunt = HuntSummary.load(hunt_dir / "hunt.json")
+    best = Best.load(hunt_dir / "best.json")
     final_dir = results / "final"
     final = final_facts(final_dir)
     configured = configuration(spec)
@@ -212,17 +214,17 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
         },
         "hardware": hardware_facts(),
         # This rule runs under the profile of every computing rule (reprohunt.logged).
-        "numerics": numerics.in_use(spec["recipe"].get("numerics", numerics.NATIVE)),
+        "numerics": numerics.in_use(spec.recipe.get("numerics", numerics.NATIVE)),
         "data": json.loads((results / "data" / "prepared.json").read_text()),
         "data_hashes_sha256": sha256_file(results / "data" / "hashes.json"),
         "data_files_sha256": data_files(json.loads((results / "data" / "hashes.json").read_text())),
-        "recipe": {key: spec["recipe"][key] for key in sorted(spec["recipe"])},
+        "recipe": {key: spec.recipe[key] for key in sorted(spec.recipe)},
         # What the Orion experiment name hashes besides the data (reprohunt.hunt.configuration).
         "configuration": configured,
         "configuration_sha256": sha256_text(json.dumps(configured, sort_keys=True)),
         "seeds": {
-            "recipe": spec["recipe"]["seed"],
-            "orion_algorithm": spec["algorithm"],
+            "recipe": spec.recipe["seed"],
+            "orion_algorithm": spec.algorithm,
             "final": final["seeds"],
         },
         "determinism": {
@@ -230,23 +232,25 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             "note": "set by the recipe; CPU reruns are bit-identical (make audit checks it)",
         },
         "orion": {
-            "experiment": hunt["name"],
-            "version": hunt["version"],
-            "storage": hunt["storage"],
-            "space": spec["space"],
-            "algorithm": spec["algorithm"],
-            "max_trials": spec["max_trials"],
-            "max_broken": spec["max_broken"],
-            "n_workers": spec["n_workers"],
-            "status_counts": hunt["status_counts"],
-            "replay": hunt["replay"],
-            "trials": json.loads((hunt_dir / "trials.json").read_text()),
+            "experiment": hunt.name,
+            "version": hunt.version,
+            "storage": hunt.storage,
+            "space": spec.space,
+            "algorithm": spec.algorithm,
+            "max_trials": spec.max_trials,
+            "max_broken": spec.max_broken,
+            "n_workers": spec.n_workers,
+            "status_counts": hunt.status_counts,
+            "replay": dataclasses.asdict(hunt.replay),
+            "trials": [
+                dataclasses.asdict(trial) for trial in load_trials(hunt_dir / "trials.json")
+            ],
         },
-        "best": best,
+        "best": dataclasses.asdict(best),
         "final_metrics": load_result(final_dir / "metrics.json").document,
         "final": final,
         "commands": {
-            "hunt": hunt["command"],
+            "hunt": hunt.command,
             **{
                 step: snakemake_command(str(results / path))
                 for step, path in (

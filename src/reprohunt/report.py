@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import html
+import io
 import json
 import math
 import sys
@@ -29,8 +31,11 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#22
 table{border-collapse:collapse;margin:1em 0;font-size:90%}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f2f2f2} code{background:#f6f6f6;padding:1px 4px}
-img{max-width:100%} .best{background:#e8f5e9}
+img,svg{max-width:100%;height:auto} .best{background:#e8f5e9}
 """
+
+# The per-hyperparameter plot is inline SVG, so its description is an attribute, not an alt.
+PARAMS_ALT = "objective against each hyperparameter"
 
 
 def completed(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -57,11 +62,28 @@ def plot_regret(trials: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def plot_params(trials: list[dict[str, Any]], space: dict[str, str], path: Path) -> None:
+def log_ticks(low: float, high: float) -> tuple[float, ...]:
+    """Where a log axis from `low` to `high` gets its labelled ticks: 1-2-5 per decade over at
+    most two decades, else decades only, so that no two labels run into each other."""
+    return (1.0, 2.0, 5.0) if math.log10(high / low) <= 2 else (1.0,)
+
+
+def short_label(value: float, _position: object = None) -> str:
+    """A log axis's tick label as `3e-4`: matplotlib's default (3×10⁻⁴ with minor labels) ran
+    the labels of a narrow range into one unreadable line."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def plot_params(trials: list[dict[str, Any]], space: dict[str, str], png: Path) -> str:
+    """One objective-against-value plot per hyperparameter, written to `png`; returns the same
+    figure as inline SVG, its text as text, each plot's group named `param-<name>`, so that
+    the labels stay sharp at any zoom and a browser can measure them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     done = completed(trials)
     names = sorted(space)
@@ -73,13 +95,24 @@ def plot_params(trials: list[dict[str, Any]], space: dict[str, str], path: Path)
         axis.plot(values, [t["objective"] for t in done], "o", alpha=0.7)
         axis.set_xlabel(name)
         axis.set_ylabel("objective")
+        axis.set_gid(f"param-{name}")
         if space[name].startswith("loguniform"):
             axis.set_xscale("log")
+            low, high = axis.get_xlim()
+            axis.xaxis.set_major_locator(LogLocator(base=10, subs=log_ticks(low, high)))
+            axis.xaxis.set_major_formatter(FuncFormatter(short_label))
+            axis.xaxis.set_minor_formatter(NullFormatter())
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(png, dpi=100)
+    svg = io.StringIO()
+    # Text as <text> elements; fixed ids and no date, so an equal run gives an equal page.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "reprohunt"}):
+        figure.savefig(svg, format="svg", metadata={"Date": None})
     plt.close(figure)
+    text = svg.getvalue()
+    return text[text.index("<svg") :]
 
 
 def plot_comparison(comparison: dict[str, Any], path: Path) -> None:
@@ -196,12 +229,39 @@ def numerics_rows(facts: dict[str, Any] | None) -> list[list[str]]:
     ]
 
 
-def render(args: argparse.Namespace) -> str:
-    trials = json.loads(args.trials.read_text())
-    best = json.loads(args.best.read_text())
-    result = load_result(args.metrics)
-    comparison = json.loads(args.comparison.read_text())
-    provenance = json.loads(args.provenance.read_text())
+@dataclasses.dataclass(frozen=True)
+class ReportFiles:
+    """What the report reads (the records) and writes (the page and its three plots)."""
+
+    trials: Path
+    best: Path
+    metrics: Path
+    comparison: Path
+    provenance: Path
+    out: Path
+    regret: Path
+    params: Path
+    comparison_plot: Path
+
+
+def write_report(files: ReportFiles) -> None:
+    """Draw the plots, then write the page that embeds them."""
+    files.regret.parent.mkdir(parents=True, exist_ok=True)
+    trials = json.loads(files.trials.read_text())
+    space = json.loads(files.provenance.read_text())["orion"]["space"]
+    plot_regret(trials, files.regret)
+    params_svg = plot_params(trials, space, files.params)
+    plot_comparison(json.loads(files.comparison.read_text()), files.comparison_plot)
+    write_text_atomically(files.out, render(files, params_svg))
+
+
+def render(files: ReportFiles, params_svg: str) -> str:
+    """The page, from the records and the plots of `files` (`params_svg`: plot_params')."""
+    trials = json.loads(files.trials.read_text())
+    best = json.loads(files.best.read_text())
+    result = load_result(files.metrics)
+    comparison = json.loads(files.comparison.read_text())
+    provenance = json.loads(files.provenance.read_text())
     space = provenance["orion"]["space"]
     names = sorted(space)
     trial_rows = [
@@ -273,12 +333,12 @@ the seeds {html.escape(", ".join(map(str, comparison["seeds"])))} on the same da
 are tuned − untuned of <code>{html.escape(comparison["metric"])}</code> (minimised), paired by
 seed, with a Student-t interval. The verdict is about the {comparison["verdict_split"]} split.</p>
 <p><b>{html.escape(comparison["verdict_text"])}</b></p>
-{image(args.comparison_plot, "tuned against untuned, mean and std with each seed's run")}
+{image(files.comparison_plot, "tuned against untuned, mean and std with each seed's run")}
 {comparison_tables(comparison)}
 <h2>Search</h2>
 <p>{replay_text(provenance["orion"]["replay"])}</p>
-{image(args.regret, "best objective so far")}
-{image(args.params, "objective against each hyperparameter")}
+{image(files.regret, "best objective so far")}
+{params_svg.replace("<svg ", f'<svg role="img" aria-label="{PARAMS_ALT}" ', 1)}
 <h3>Search space</h3>
 {table(["hyperparameter", "prior"], [[n, space[n]] for n in names])}
 <h3>All trials</h3>
@@ -299,13 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("out", "regret", "params", "comparison-plot"):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"{name} file to write")
     args = parser.parse_args(argv)
-    args.regret.parent.mkdir(parents=True, exist_ok=True)
-    trials = json.loads(args.trials.read_text())
-    space = json.loads(args.provenance.read_text())["orion"]["space"]
-    plot_regret(trials, args.regret)
-    plot_params(trials, space, args.params)
-    plot_comparison(json.loads(args.comparison.read_text()), args.comparison_plot)
-    write_text_atomically(args.out, render(args))
+    write_report(ReportFiles(**vars(args)))
     print(f"report written to {args.out}")
     return 0
 

@@ -237,7 +237,7 @@ class Server:
         op = message["op"]
         if op == "signal" and connection.trial is not None:
             signum = message.get("signal")
-            if signum in FORWARDED_SIGNALS:
+            if isinstance(signum, int) and signum in FORWARDED_SIGNALS:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(connection.trial.pid, signum)
         elif op == "run" and connection.trial is None:

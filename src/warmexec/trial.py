@@ -72,8 +72,9 @@ def _reopen_stdio(env: Mapping[str, str]) -> None:
     """New ``sys.std*`` over fds 0–2, buffered as CPython would for these fds and this env."""
     unbuffered = bool(env.get("PYTHONUNBUFFERED"))
     encoding, _, errors = env.get("PYTHONIOENCODING", "").partition(":")
-    encoding = encoding or sys.__stdout__.encoding
-    errors = errors or sys.__stdout__.errors
+    inherited = sys.__stdout__  # None only in an interpreter started without fd 1
+    encoding = encoding or (inherited.encoding if inherited else "utf-8")
+    errors = errors or (inherited.errors if inherited and inherited.errors else "strict")
 
     def text(fd: int, mode: str, errors: str) -> io.TextIOWrapper:
         raw_only = unbuffered and mode == "w"
@@ -86,9 +87,11 @@ def _reopen_stdio(env: Mapping[str, str]) -> None:
             write_through=raw_only,
         )
 
-    sys.stdin = sys.__stdin__ = text(0, "r", errors)
-    sys.stdout = sys.__stdout__ = text(1, "w", errors)
-    sys.stderr = sys.__stderr__ = text(2, "w", "backslashreplace")
+    # The originals are replaced too, as a fresh interpreter's are over its fds (typeshed marks
+    # sys.__std*__ Final, as no program but an interpreter's start-up should set them).
+    sys.stdin = sys.__stdin__ = text(0, "r", errors)  # type: ignore[misc]
+    sys.stdout = sys.__stdout__ = text(1, "w", errors)  # type: ignore[misc]
+    sys.stderr = sys.__stderr__ = text(2, "w", "backslashreplace")  # type: ignore[misc]
 
 
 def _reseed() -> None:
@@ -122,7 +125,7 @@ def _apply_thread_count(env: Mapping[str, str]) -> None:
         torch.set_num_threads(threads)
 
 
-def _run_as_main(script: str) -> int | BaseException:
+def _run_as_main(script: str) -> int | KeyboardInterrupt:
     """Run the script as ``__main__``; its exit code, or the uncaught KeyboardInterrupt."""
     try:
         runpy.run_path(script, run_name="__main__")
@@ -159,7 +162,7 @@ def _report_uncaught(exc: BaseException) -> None:
 _LAUNCHER_FILES = (_run_as_main.__code__.co_filename, runpy.run_path.__code__.co_filename)
 
 
-def _exit_like_cpython(outcome: int | BaseException) -> NoReturn:
+def _exit_like_cpython(outcome: int | KeyboardInterrupt) -> NoReturn:
     """Finalise as ``Py_FinalizeEx`` does, then exit with the status a cold run would have.
 
     ``os._exit`` is the only way out: unwinding would run the server's own cleanup in the child.

@@ -15,6 +15,7 @@ from snakemake.utils import validate
 # Snakefile lies in the deployment, which has no src/.
 SRC = str(Path(workflow.current_basedir).parents[1] / "src")
 sys.path.insert(0, SRC)
+from hpopt.files import write_text_atomically
 from reprohunt.config_errors import ConfigError, check as check_config
 from reprohunt.recipe import RecipeContractError, check_space, describe, prepare_flags
 from reprohunt.numerics import NumericsError, check as check_numerics
@@ -150,6 +151,17 @@ def hunt_spec() -> dict:
     if gpus_per_trial > 1:
         spec["gpus_per_trial"] = gpus_per_trial
     return spec
+
+
+def logged(command: str) -> str:
+    """`command` run through reprohunt.logged, as every computing step runs: it applies the
+    numerics profile, writes the step's log and names a full disk first. Each caller's params
+    give `python` (the train env's) and `numerics`, so a changed profile reruns the step.
+    """
+    return (
+        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- "
+        + command
+    )
 
 
 # The final stage (workflow/rules/retrain.smk): tuned and untuned runs at each of these seeds.

@@ -27,8 +27,8 @@ rule hunt_spec:
     params:
         spec=hunt_spec(),
     run:
-        Path(output[0]).write_text(
-            json.dumps(params.spec, indent=2, sort_keys=True) + "\n"
+        write_text_atomically(
+            output[0], json.dumps(params.spec, indent=2, sort_keys=True) + "\n"
         )
 
 
@@ -50,8 +50,10 @@ rule hunt_worker:
         python=TRAIN_PYTHON,
         numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
-        " --worker {wildcards.worker} --out {output}"
+        logged(
+            "{params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+            " --worker {wildcards.worker} --out {output}"
+        )
 
 
 rule hunt:
@@ -75,8 +77,10 @@ rule hunt:
         numerics=config["numerics"],
         mode="--judge" if PARALLEL_HUNTS > 1 else "",
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
-        " --out {output} {params.mode}"
+        logged(
+            "{params.python} -m reprohunt.hunt --spec {input.spec} --data {input.data}"
+            " --out {output} {params.mode}"
+        )
 
 
 rule best:
@@ -99,5 +103,6 @@ rule best:
         python=TRAIN_PYTHON,
         numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
-        ""
+        logged(
+            "{params.python} -m reprohunt.best --hunt {input.hunt} --spec {input.spec} --out-dir $(dirname {output.best_json})"
+        )

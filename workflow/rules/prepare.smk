@@ -15,5 +15,6 @@ rule prepare:
         args=shlex.join(prepare_flags(config["data"])),
         out=lambda wildcards, output: Path(output.prepared).parent,
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} {input.script} {params.args} --out {params.out} --overwrite"
-        ""
+        logged(
+            "{params.python} {input.script} {params.args} --out {params.out} --overwrite"
+        )

@@ -21,8 +21,10 @@ rule provenance:
         workflow_python=WORKFLOW_PYTHON,
         results=lambda wildcards, input: Path(input.data).parent.parent,
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.provenance --results {params.results}"
-        " --workflow-python {params.workflow_python} --out {output}"
+        logged(
+            "{params.python} -m reprohunt.provenance --results {params.results}"
+            " --workflow-python {params.workflow_python} --out {output}"
+        )
 
 
 rule report:
@@ -57,7 +59,9 @@ rule report:
         python=TRAIN_PYTHON,
         numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
-        " --metrics {input.metrics} --comparison {input.comparison} --provenance {input.provenance}"
-        " --out {output.html} --regret {output.regret} --params {output.params}"
-        " --comparison-plot {output.comparison}"
+        logged(
+            "{params.python} -m reprohunt.report --trials {input.trials} --best {input.best}"
+            " --metrics {input.metrics} --comparison {input.comparison} --provenance {input.provenance}"
+            " --out {output.html} --regret {output.regret} --params {output.params}"
+            " --comparison-plot {output.comparison}"
+        )

@@ -18,8 +18,8 @@ rule final_recipe:
     params:
         recipe={key: value for key, value in RECIPE.items() if key != "seed"},
     run:
-        Path(output[0]).write_text(
-            json.dumps(params.recipe, indent=2, sort_keys=True) + "\n"
+        write_text_atomically(
+            output[0], json.dumps(params.recipe, indent=2, sort_keys=True) + "\n"
         )
 
 
@@ -47,8 +47,10 @@ rule retrain:
         best=lambda wildcards, input: f"--best {input.best}" if input.best else "",
         runs=f"{RESULTS}/final/runs",
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.retrain --recipe {input.recipe} --seed {wildcards.seed}"
-        " {params.best} --data {input.data} --runs {params.runs} --out {output}"
+        logged(
+            "{params.python} -m reprohunt.retrain --recipe {input.recipe} --seed {wildcards.seed}"
+            " {params.best} --data {input.data} --runs {params.runs} --out {output}"
+        )
 
 
 rule deliver:
@@ -67,7 +69,7 @@ rule deliver:
         python=TRAIN_PYTHON,
         numerics=config["numerics"],
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- cp {input} {output}"
+        logged("cp {input} {output}")
 
 
 rule compare:
@@ -85,5 +87,7 @@ rule compare:
         numerics=config["numerics"],
         seeds=" ".join(str(seed) for seed in FINAL_SEEDS),
     shell:
-        "{params.python} -m reprohunt.logged --numerics {params.numerics} {log} -- {params.python} -m reprohunt.compare --seeds {params.seeds}"
-        " --tuned {input.tuned} --untuned {input.untuned} --out {output}"
+        logged(
+            "{params.python} -m reprohunt.compare --seeds {params.seeds}"
+            " --tuned {input.tuned} --untuned {input.untuned} --out {output}"
+        )

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpopt.files import write_text_atomically
 from speaker_data.errors import DataError
 from speaker_data.prepared import SUBSET
 
@@ -170,7 +171,7 @@ def extract_archive(
             raise DataError(f"{archive.path}: archive holds no LibriSpeech/{SUBSET} folder")
         target.parent.mkdir(exist_ok=True)
         os.replace(extracted, target)
-        marker.write_text(archive.sha256 + "\n")
+        write_text_atomically(marker, archive.sha256 + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return download_dir

@@ -14,7 +14,6 @@ get a fixed timestamp) so its SHA-256 can be compared across machines.
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from hpopt.files import disk_full_named
+from hpopt.files import disk_full_named, write_json_atomically
 from speaker_data.errors import DataError
 from speaker_data.features import fbank, n_frames
 from speaker_data.librispeech import Utterance
@@ -99,7 +98,7 @@ def write_split(
     array.flush()
     del array
     index_doc = {"n_mels": n_mels, "utterances": index}
-    index_path(features_dir, split).write_text(json.dumps(index_doc, indent=1) + "\n")
+    write_json_atomically(index_path(features_dir, split), index_doc, indent=1)
 
 
 def write_train_stats(features_dir: Path) -> None:
