@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from workflow_run import without_coverage
 
 from warmexec.client import SERVER_LOST_EXIT
 from warmexec.protocol import messages, send_message
@@ -166,7 +167,7 @@ def test_signal_to_the_client_ends_the_trial_as_it_ends_a_cold_one(warm_env, sig
     endings = {}
     # Not under coverage's subprocess measurement (make test): a SIGINT that lands while
     # coverage starts up in the cold process was swallowed there and the script waited on.
-    env = {k: v for k, v in warm_env.items() if not k.startswith("COVERAGE_PROCESS")}
+    env = without_coverage(warm_env)
     for mode in LAUNCHERS:
         process, trial_pid = start(mode, env)
         process.send_signal(signum)

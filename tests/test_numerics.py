@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_audit import EXPERIMENT, WORKFLOW_PYTHON, audit, copy_run
-from workflow_run import REPO, TINY, merge, snakemake, write_config
+from workflow_run import REPO, TINY, merge, snakemake, without_coverage, write_config
 
 from reprohunt import numerics
 from reprohunt import numerics_check as numerics_check_module
@@ -135,13 +135,6 @@ def test_every_computing_step_gives_the_same_bits_on_intel_and_amd(
             assert results[cpu][step] == value, f"{step} differs on {cpu}"
 
 
-def without_coverage(environment: dict[str, str]) -> dict[str, str]:
-    """`environment` without the variables that make a Python process measure its coverage
-    (make test's): under emulation coverage's trace hook multiplies a process's cost, and the
-    host's runs measure the same code."""
-    return {name: value for name, value in environment.items() if not name.startswith("COVERAGE_")}
-
-
 def numerics_check(
     tmp_path: Path,
     config: dict,
@@ -202,7 +195,7 @@ def test_the_mlp_recipe_passes_the_numerics_check(
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     mlp = {"dir": str(REPO / "recipes" / "speaker_mlp"), "prepare": "speaker_mlp_prepare.py"}
     config["recipe"] |= mlp
-    options = [item for value in [*tiny, "recipe.args.steps=20"] for item in ("--set", value)]
+    options = [item for value in [*tiny, "recipe.args.steps=5"] for item in ("--set", value)]
     code, out, report = numerics_check(
         tmp_path, config, *options, monkeypatch=monkeypatch, capsys=capsys
     )

@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = REPO / ".venv" / "workflow" / "bin" / "snakemake"
 TRAIN_ENV = REPO / ".venv" / "train"
 
+
+def without_coverage(environment: dict[str, str]) -> dict[str, str]:
+    """`environment` without the variables that make a Python process measure its coverage
+    (make test's): for processes whose code other tests measure already, or that coverage
+    would slow many times over (emulated CPUs), or disturb (a signal landing in its start-up)."""
+    return {name: value for name, value in environment.items() if not name.startswith("COVERAGE_")}
+
+
 # Small enough for CI: a handful of trials on a tiny corpus, and the fewest final seeds the
 # schema allows (2: the comparison needs a spread), so the final stage is 4 retrains, not 6.
 TINY = {
