@@ -357,7 +357,9 @@ def main() -> None:
                 record = future.result() | {"hunt_seed": seed}
                 baseline = [retrainer.result(key) for key in untuned[record["numerics"]]]
                 tuned_results = [retrainer.result(key) for key in tuned[name][seed]]
-                record["comparison"] = compare.compare(training_seeds, tuned_results, baseline)
+                record["comparison"] = compare.compare(
+                    training_seeds, tuned_results, baseline
+                ).document()
                 del record["recipe"]
                 algorithms.setdefault(name, []).append(record)
         wall = time.perf_counter() - started

@@ -28,36 +28,36 @@ def result(test: float, valid: float, metric: str = "error") -> Result:
 def test_tuning_that_lowers_the_error_at_every_seed_helped() -> None:
     tuned = [result(0.10, 0.20), result(0.12, 0.21), result(0.11, 0.19)]
     untuned = [result(0.20, 0.30), result(0.21, 0.30), result(0.23, 0.31)]
-    document = compare([1, 2, 3], tuned, untuned)
-    test = document["splits"]["test"]
+    comparison = compare([1, 2, 3], tuned, untuned)
+    test = comparison.splits["test"]
     differences = [0.10 - 0.20, 0.12 - 0.21, 0.11 - 0.23]
     mean = sum(differences) / 3
     std = math.sqrt(sum((d - mean) ** 2 for d in differences) / 2)
     half = T_975[2] * std / math.sqrt(3)
-    assert test["difference"]["values"] == differences
-    assert test["difference"]["mean"] == pytest.approx(mean, abs=1e-15)
-    assert test["difference"]["std"] == pytest.approx(std, abs=1e-15)
-    assert test["difference"]["ci"] == pytest.approx([mean - half, mean + half], abs=1e-12)
-    assert test["tuned"]["mean"] == pytest.approx(0.11, abs=1e-15)
+    assert test.difference.values == differences
+    assert test.difference.mean == pytest.approx(mean, abs=1e-15)
+    assert test.difference.std == pytest.approx(std, abs=1e-15)
+    assert test.difference.ci == pytest.approx([mean - half, mean + half], abs=1e-12)
+    assert test.tuned.mean == pytest.approx(0.11, abs=1e-15)
     untuned_mean = (0.20 + 0.21 + 0.23) / 3
     untuned_var = sum((x - untuned_mean) ** 2 for x in (0.20, 0.21, 0.23)) / 2
-    assert test["untuned"]["std"] == pytest.approx(math.sqrt(untuned_var), abs=1e-15)
-    assert test["ratio"] == pytest.approx(0.11 / untuned_mean)
-    assert document["t_quantile"] == pytest.approx(T_975[2], abs=1e-12)
-    assert set(document["splits"]) == {"test", "valid"}
-    assert document["verdict"] == HELPED
-    assert document["verdict_text"].startswith(
+    assert test.untuned.std == pytest.approx(math.sqrt(untuned_var), abs=1e-15)
+    assert test.ratio == pytest.approx(0.11 / untuned_mean)
+    assert comparison.t_quantile == pytest.approx(T_975[2], abs=1e-12)
+    assert set(comparison.splits) == {"test", "valid"}
+    assert comparison.verdict == HELPED
+    assert comparison.verdict_text.startswith(
         "tuning helped: test error 0.11 ± 0.01 tuned vs 0.2133 ± 0.015 untuned"
     )
-    assert "(mean ± std, 3 seeds)" in document["verdict_text"]
+    assert "(mean ± std, 3 seeds)" in comparison.verdict_text
 
 
 def test_tuning_that_raises_the_error_at_every_seed_hurt() -> None:
-    document = compare(
+    comparison = compare(
         [1, 2], [result(0.30, 0.3), result(0.32, 0.3)], [result(0.10, 0.1), result(0.11, 0.1)]
     )
-    assert document["verdict"] == HURT
-    low, high = document["splits"]["test"]["difference"]["ci"]
+    assert comparison.verdict == HURT
+    low, high = comparison.splits["test"].difference.ci
     assert 0 < low < high
 
 
@@ -68,13 +68,13 @@ def test_noisy_or_identical_arms_did_not_help() -> None:
         [result(0.10, 0.1), result(0.30, 0.1), result(0.20, 0.1)],
         [result(0.20, 0.1), result(0.20, 0.1), result(0.21, 0.1)],
     )
-    assert noisy["verdict"] == NO_HELP
+    assert noisy.verdict == NO_HELP
     # Identical runs: every difference 0, a degenerate interval [0, 0].
     same = [result(0.2, 0.3), result(0.25, 0.3)]
     identical = compare([1, 2], same, same)
-    assert identical["splits"]["test"]["difference"]["ci"] == [0.0, 0.0]
-    assert identical["verdict"] == NO_HELP
-    assert identical["verdict_text"].startswith("tuning did not help:")
+    assert identical.splits["test"].difference.ci == [0.0, 0.0]
+    assert identical.verdict == NO_HELP
+    assert identical.verdict_text.startswith("tuning did not help:")
 
 
 def test_verdict_boundaries() -> None:

@@ -14,7 +14,8 @@ Steps of the workflow
 - ``audit``: re-check a finished results folder against its provenance record.
 
 What the steps share
-- ``records``: the typed records the steps read (hunt spec, hunt summary, best trial);
+- ``records``: the typed records the steps read (hunt spec, hunt summary, best trial, trials,
+  comparison, provenance);
 - ``recipe``: the recipe contract, its folder and its command line;
 - ``result``: the result contract, the file a recipe writes at the end of a run;
 - ``dataverify``: re-hash a prepared data folder against its hashes.json;

@@ -276,7 +276,7 @@ def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
         return [*problems, f"the comparison cannot be recomputed: {error}"]
     return problems + [
         f"{path}: {key}: recorded {value!r}, recomputed from the per-seed results {new!r}"
-        for key, value, new in differences(comparison, recomputed)
+        for key, value, new in differences(comparison, recomputed.document())
     ]
 
 

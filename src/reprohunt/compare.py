@@ -23,15 +23,21 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from scipy import stats
 
 from hpopt.files import write_json_atomically
+from reprohunt.records import (
+    COMPARISON_FORMAT,
+    Comparison,
+    Objective,
+    PairedDifference,
+    SplitComparison,
+    Summary,
+)
 from reprohunt.result import TEST_SPLIT, Result, ResultError
 from reprohunt.result import load as load_result
 
-COMPARISON_FORMAT = 1
 CONFIDENCE = 0.95
 TUNED, UNTUNED = "tuned", "untuned"
 ARMS = (TUNED, UNTUNED)
@@ -53,21 +59,19 @@ def verdict(interval: Sequence[float]) -> str:
     return NO_HELP
 
 
-def summary(values: Sequence[float]) -> dict[str, Any]:
+def summary(values: Sequence[float]) -> Summary:
     """The values with their mean and sample standard deviation (ddof=1)."""
-    return {
-        "values": list(values),
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values),
-    }
+    return Summary(list(values), statistics.fmean(values), statistics.stdev(values))
 
 
-def paired(tuned: Sequence[float], untuned: Sequence[float], quantile: float) -> dict[str, Any]:
+def paired(tuned: Sequence[float], untuned: Sequence[float], quantile: float) -> PairedDifference:
     """Per-seed differences tuned − untuned, their mean, std and Student-t interval."""
     differences = summary([a - b for a, b in zip(tuned, untuned, strict=True)])
-    half_width = quantile * differences["std"] / math.sqrt(len(tuned))
-    mean = differences["mean"]
-    return differences | {"ci": [mean - half_width, mean + half_width]}
+    half_width = quantile * differences.std / math.sqrt(len(tuned))
+    mean = differences.mean
+    return PairedDifference(
+        differences.values, mean, differences.std, [mean - half_width, mean + half_width]
+    )
 
 
 def metric_values(results: Sequence[Result], split: str, metric: str) -> list[float]:
@@ -78,8 +82,8 @@ def metric_values(results: Sequence[Result], split: str, metric: str) -> list[fl
     return [r.metrics[split][metric] for r in results]
 
 
-def compare(seeds: Sequence[int], tuned: Sequence[Result], untuned: Sequence[Result]) -> dict:
-    """The comparison document of the per-seed results (both lists in the order of `seeds`)."""
+def compare(seeds: Sequence[int], tuned: Sequence[Result], untuned: Sequence[Result]) -> Comparison:
+    """The comparison of the per-seed results (both lists in the order of `seeds`)."""
     if not len(seeds) == len(tuned) == len(untuned) or len(seeds) < 2:
         raise ValueError(
             f"need one tuned and one untuned result per seed, at least 2 seeds: got "
@@ -90,42 +94,43 @@ def compare(seeds: Sequence[int], tuned: Sequence[Result], untuned: Sequence[Res
         raise ResultError(f"the final runs name different objectives: {sorted(objectives)}")
     ((objective_split, metric),) = objectives
     quantile = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(seeds) - 1))
-    splits: dict[str, dict[str, Any]] = {}
+    splits: dict[str, SplitComparison] = {}
     for split in dict.fromkeys([TEST_SPLIT, objective_split]):
         arms = {TUNED: metric_values(tuned, split, metric)}
         arms[UNTUNED] = metric_values(untuned, split, metric)
         untuned_mean = statistics.fmean(arms[UNTUNED])
-        splits[split] = {
-            TUNED: summary(arms[TUNED]),
-            UNTUNED: summary(arms[UNTUNED]),
-            "difference": paired(arms[TUNED], arms[UNTUNED], quantile),
-            "ratio": statistics.fmean(arms[TUNED]) / untuned_mean if untuned_mean else None,
-        }
-    document = {
-        "comparison_format": COMPARISON_FORMAT,
-        "objective": {"split": objective_split, "metric": metric},
-        "metric": metric,
-        "direction": "minimise",
-        "verdict_split": TEST_SPLIT,
-        "seeds": list(seeds),
-        "confidence": CONFIDENCE,
-        "t_quantile": quantile,
-        "splits": splits,
-        "verdict": verdict(splits[TEST_SPLIT]["difference"]["ci"]),
-    }
-    return document | {"verdict_text": verdict_text(document)}
+        splits[split] = SplitComparison(
+            tuned=summary(arms[TUNED]),
+            untuned=summary(arms[UNTUNED]),
+            difference=paired(arms[TUNED], arms[UNTUNED], quantile),
+            ratio=statistics.fmean(arms[TUNED]) / untuned_mean if untuned_mean else None,
+        )
+    found = verdict(splits[TEST_SPLIT].difference.ci)
+    return Comparison(
+        comparison_format=COMPARISON_FORMAT,
+        objective=Objective(objective_split, metric),
+        metric=metric,
+        direction="minimise",
+        verdict_split=TEST_SPLIT,
+        seeds=list(seeds),
+        confidence=CONFIDENCE,
+        t_quantile=quantile,
+        splits=splits,
+        verdict=found,
+        verdict_text=verdict_text(found, metric, len(seeds), splits[TEST_SPLIT]),
+    )
 
 
-def verdict_text(document: dict[str, Any]) -> str:
-    """The verdict in one line, e.g. `tuning helped: test error 0.061 ± 0.004 vs …`."""
-    test, metric, n = document["splits"][TEST_SPLIT], document["metric"], len(document["seeds"])
-    low, high = test["difference"]["ci"]
-    tuned, untuned = test[TUNED], test[UNTUNED]
+def verdict_text(found: str, metric: str, seeds: int, test: SplitComparison) -> str:
+    """The verdict `found` on the test split `test` of `metric` over `seeds` seeds, in one line,
+    e.g. `tuning helped: test error 0.061 ± 0.004 vs …`."""
+    low, high = test.difference.ci
+    tuned, untuned = test.tuned, test.untuned
     return (
-        f"tuning {document['verdict']}: {TEST_SPLIT} {metric} {tuned['mean']:.4g} ± "
-        f"{tuned['std']:.2g} tuned vs {untuned['mean']:.4g} ± {untuned['std']:.2g} untuned "
-        f"(mean ± std, {n} seeds); paired difference {test['difference']['mean']:+.4g}, "
-        f"{document['confidence']:.0%} CI [{low:+.4g}, {high:+.4g}]"
+        f"tuning {found}: {TEST_SPLIT} {metric} {tuned.mean:.4g} ± "
+        f"{tuned.std:.2g} tuned vs {untuned.mean:.4g} ± {untuned.std:.2g} untuned "
+        f"(mean ± std, {seeds} seeds); paired difference {test.difference.mean:+.4g}, "
+        f"{CONFIDENCE:.0%} CI [{low:+.4g}, {high:+.4g}]"
     )
 
 
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="final/comparison.json")
     args = parser.parse_args(argv)
     try:
-        document = compare(
+        comparison = compare(
             args.seeds,
             [load_result(path) for path in args.tuned],
             [load_result(path) for path in args.untuned],
@@ -145,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ResultError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    write_json_atomically(args.out, document, indent=2)
-    print(document["verdict_text"])
+    write_json_atomically(args.out, comparison.document(), indent=2)
+    print(comparison.verdict_text)
     return 0
 
 

@@ -28,7 +28,21 @@ from hpopt.files import digest_of, sha256_file, sha256_text, write_json_atomical
 from reprohunt import numerics
 from reprohunt.compare import ARMS, TUNED, arm_result
 from reprohunt.hunt import configuration
-from reprohunt.records import Best, HuntSpec, HuntSummary, load_trials
+from reprohunt.records import (
+    Best,
+    Comparison,
+    Delivered,
+    EnvironmentFacts,
+    FinalStage,
+    Hardware,
+    HuntSpec,
+    HuntSummary,
+    OrionRecord,
+    Provenance,
+    RuleCost,
+    Seeds,
+    load_trials,
+)
 from reprohunt.result import load as load_result
 from reprohunt.scheduler import scheduler_facts
 
@@ -73,43 +87,42 @@ def pip_freeze(python: str) -> list[str]:
     return (run([python, "-m", "pip", "freeze", "--all"]) or "").splitlines()
 
 
-def env_facts(python: str) -> dict[str, Any]:
+def env_facts(python: str) -> EnvironmentFacts:
     """Which lock built this venv (stamps written by containers/setup-env.sh) and what it holds."""
     venv = Path(python).parent.parent
     stamp, name = venv / ".lock-sha256", venv / ".lock-name"
     freeze = pip_freeze(python)
     lock_name = name.read_text().strip() if name.exists() else None
     lock_file = LOCKS / lock_name if lock_name else None
-    return {
-        "python": python,
-        "lock": lock_name,
-        "lock_sha256_at_setup": stamp.read_text().strip() if stamp.exists() else None,
-        "lock_sha256_now": sha256_file(lock_file) if lock_file and lock_file.exists() else None,
-        "pip_freeze": freeze,
-        "pip_freeze_sha256": sha256_text("\n".join(freeze)),
-    }
+    return EnvironmentFacts(
+        python=python,
+        lock=lock_name,
+        lock_sha256_at_setup=stamp.read_text().strip() if stamp.exists() else None,
+        lock_sha256_now=sha256_file(lock_file) if lock_file and lock_file.exists() else None,
+        pip_freeze=freeze,
+        pip_freeze_sha256=sha256_text("\n".join(freeze)),
+    )
 
 
-def hardware_facts() -> dict[str, Any]:
+def hardware_facts() -> Hardware:
     import torch
     from torch.utils import collect_env
 
-    facts: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cuda_available": torch.cuda.is_available(),
-        "gpus": [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())],
-        "nvidia_smi": run(
+    return Hardware(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        cpu_count=os.cpu_count(),
+        torch=str(torch.__version__),
+        torch_cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        cuda_available=torch.cuda.is_available(),
+        gpus=[torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())],
+        nvidia_smi=run(
             ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv"]
         ),
-        "image": {name: os.environ.get(name) for name in IMAGE_ENV_VARS},
-    }
-    facts["collect_env"] = collect_env.get_env_info()._asdict()
-    return facts
+        image={name: os.environ.get(name) for name in IMAGE_ENV_VARS},
+        collect_env=collect_env.get_env_info()._asdict(),
+    )
 
 
 def snakemake_command(output: str) -> str | None:
@@ -122,14 +135,14 @@ def snakemake_command(output: str) -> str | None:
     return json.loads(record.read_text()).get("shellcmd")
 
 
-def rule_costs(results: Path) -> dict[str, dict[str, float | None]]:
+def rule_costs(results: Path) -> dict[str, RuleCost]:
     """Wall time (s) and peak memory (MiB) per rule, from Snakemake's `benchmark:` files."""
     costs = {}
     for path in sorted((results / "benchmarks").glob("*.tsv")):
         with path.open() as handle:
             row = next(csv.DictReader(handle, delimiter="\t"), None)
         if row:
-            costs[path.stem] = {"wall_s": float(row["s"]), "max_rss_mib": _number(row["max_rss"])}
+            costs[path.stem] = RuleCost(float(row["s"]), _number(row["max_rss"]))
     return costs
 
 
@@ -140,46 +153,57 @@ def _number(text: str) -> float | None:
         return None  # Snakemake writes NA when it could not measure
 
 
-def checklist(record: dict[str, Any]) -> dict[str, Any]:
+def checklist(
+    orion: OrionRecord,
+    best: Best,
+    final_metrics: dict[str, Any],
+    final: FinalStage,
+    costs: dict[str, RuleCost],
+    hardware: Hardware,
+    numerics_facts: dict[str, Any],
+    data: dict[str, Any],
+) -> dict[str, Any]:
     """ACL 2021 / NeurIPS checklist items for hyperparameter search, filled from the record."""
-    orion, best = record["orion"], record["best"]
-    durations = [t["duration_s"] for t in orion["trials"] if t["duration_s"] is not None]
+    durations = [t.duration_s for t in orion.trials if t.duration_s is not None]
     return {
-        "bounds_of_each_hyperparameter": orion["space"],
+        "bounds_of_each_hyperparameter": orion.space,
         "number_of_trials": {
-            "completed": best["trials_completed"],
-            "total": len(orion["trials"]),
-            "max_trials": orion["max_trials"],
+            "completed": best.trials_completed,
+            "total": len(orion.trials),
+            "max_trials": orion.max_trials,
         },
-        "method_of_choosing_hyperparameters": orion["algorithm"],
-        "selection_criterion": best["selection_rule"],
-        "best_configuration": best["params"],
-        "best_validation_objective": best["objective"],
-        "final_test_metrics": record["final_metrics"]["metrics"]["test"],
-        "tuned_against_untuned": record["final"]["comparison"]["verdict_text"],
+        "method_of_choosing_hyperparameters": orion.algorithm,
+        "selection_criterion": best.selection_rule,
+        "best_configuration": best.params,
+        "best_validation_objective": best.objective,
+        "final_test_metrics": final_metrics["metrics"]["test"],
+        "tuned_against_untuned": final.comparison.verdict_text,
         "average_trial_runtime_s": sum(durations) / len(durations) if durations else None,
-        "rule_runtimes": record["rule_costs"],
+        "rule_runtimes": {rule: dataclasses.asdict(cost) for rule, cost in costs.items()},
         "computing_infrastructure": {
-            key: record["hardware"][key] for key in ("platform", "cpu_count", "gpus", "torch")
-        }
-        | {"numerics": numerics.describe(record["numerics"])},
-        "data_splits": record["data"].get("counts"),
+            "platform": hardware.platform,
+            "cpu_count": hardware.cpu_count,
+            "gpus": hardware.gpus,
+            "torch": hardware.torch,
+            "numerics": numerics.describe(numerics_facts),
+        },
+        "data_splits": data.get("counts"),
     }
 
 
-def final_facts(final: Path) -> dict[str, Any]:
+def final_facts(final: Path) -> FinalStage:
     """The final stage: its seeds, each run's result (with its run folder), the comparison."""
-    comparison = json.loads((final / "comparison.json").read_text())
-    seeds = comparison["seeds"]
-    return {
-        "seeds": seeds,
-        "delivered": {"arm": TUNED, "seed": seeds[0], "result": "final/metrics.json"},
-        "runs": {
+    comparison = Comparison.load(final / "comparison.json")
+    seeds = comparison.seeds
+    return FinalStage(
+        seeds=seeds,
+        delivered=Delivered(arm=TUNED, seed=seeds[0], result="final/metrics.json"),
+        runs={
             arm: {str(seed): load_result(arm_result(final, arm, seed)).document for seed in seeds}
             for arm in ARMS
         },
-        "comparison": comparison,
-    }
+        comparison=comparison,
+    )
 
 
 def data_files(hashes: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -194,7 +218,7 @@ def data_files(hashes: dict[str, dict[str, str]]) -> dict[str, str]:
     return found
 
 
-def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
+def build_record(results: Path, workflow_python: str) -> Provenance:
     """The record of `results/<experiment>/`: its rule's inputs, plus what the whole folder
     tells (each rule's benchmark file, the commands in Snakemake's metadata)."""
     hunt_dir = results / "hunt"
@@ -204,52 +228,49 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
     final_dir = results / "final"
     final = final_facts(final_dir)
     configured = configuration(spec)
-    record: dict[str, Any] = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "results": str(results),
-        "git": git_facts(),
-        "environments": {
-            "train": env_facts(sys.executable),
-            "workflow": env_facts(workflow_python),
-        },
-        "hardware": hardware_facts(),
-        # This rule runs under the profile of every computing rule (reprohunt.logged).
-        "numerics": numerics.in_use(spec.recipe.get("numerics", numerics.NATIVE)),
-        "data": json.loads((results / "data" / "prepared.json").read_text()),
-        "data_hashes_sha256": sha256_file(results / "data" / "hashes.json"),
-        "data_files_sha256": data_files(json.loads((results / "data" / "hashes.json").read_text())),
-        "recipe": {key: spec.recipe[key] for key in sorted(spec.recipe)},
+    hardware = hardware_facts()
+    # This rule runs under the profile of every computing rule (reprohunt.logged).
+    numerics_facts = numerics.in_use(spec.recipe.get("numerics", numerics.NATIVE))
+    data = json.loads((results / "data" / "prepared.json").read_text())
+    orion = OrionRecord(
+        experiment=hunt.name,
+        version=hunt.version,
+        storage=hunt.storage,
+        space=spec.space,
+        algorithm=spec.algorithm,
+        max_trials=spec.max_trials,
+        max_broken=spec.max_broken,
+        n_workers=spec.n_workers,
+        status_counts=hunt.status_counts,
+        replay=hunt.replay,
+        trials=load_trials(hunt_dir / "trials.json"),
+    )
+    final_metrics = load_result(final_dir / "metrics.json").document
+    costs = rule_costs(results)
+    return Provenance(
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        results=str(results),
+        git=git_facts(),
+        environments={"train": env_facts(sys.executable), "workflow": env_facts(workflow_python)},
+        hardware=hardware,
+        numerics=numerics_facts,
+        data=data,
+        data_hashes_sha256=sha256_file(results / "data" / "hashes.json"),
+        data_files_sha256=data_files(json.loads((results / "data" / "hashes.json").read_text())),
+        recipe={key: spec.recipe[key] for key in sorted(spec.recipe)},
         # What the Orion experiment name hashes besides the data (reprohunt.hunt.configuration).
-        "configuration": configured,
-        "configuration_sha256": sha256_text(json.dumps(configured, sort_keys=True)),
-        "seeds": {
-            "recipe": spec.recipe["seed"],
-            "orion_algorithm": spec.algorithm,
-            "final": final["seeds"],
-        },
-        "determinism": {
+        configuration=configured,
+        configuration_sha256=sha256_text(json.dumps(configured, sort_keys=True)),
+        seeds=Seeds(recipe=spec.recipe["seed"], orion_algorithm=spec.algorithm, final=final.seeds),
+        determinism={
             "torch.use_deterministic_algorithms": True,
             "note": "set by the recipe; CPU reruns are bit-identical (make audit checks it)",
         },
-        "orion": {
-            "experiment": hunt.name,
-            "version": hunt.version,
-            "storage": hunt.storage,
-            "space": spec.space,
-            "algorithm": spec.algorithm,
-            "max_trials": spec.max_trials,
-            "max_broken": spec.max_broken,
-            "n_workers": spec.n_workers,
-            "status_counts": hunt.status_counts,
-            "replay": dataclasses.asdict(hunt.replay),
-            "trials": [
-                dataclasses.asdict(trial) for trial in load_trials(hunt_dir / "trials.json")
-            ],
-        },
-        "best": dataclasses.asdict(best),
-        "final_metrics": load_result(final_dir / "metrics.json").document,
-        "final": final,
-        "commands": {
+        orion=orion,
+        best=best,
+        final_metrics=final_metrics,
+        final=final,
+        commands={
             "hunt": hunt.command,
             **{
                 step: snakemake_command(str(results / path))
@@ -263,15 +284,16 @@ def build_record(results: Path, workflow_python: str) -> dict[str, Any]:
             "retrain": {
                 f"{arm}/seed{seed}": snakemake_command(str(arm_result(final_dir, arm, seed)))
                 for arm in ARMS
-                for seed in final["seeds"]
+                for seed in final.seeds
             },
         },
-        "rule_costs": rule_costs(results),
+        rule_costs=costs,
         # SLURM job id, node and state of each rule that ran on SLURM (Snakemake's cwd).
-        "scheduler": scheduler_facts(Path.cwd()),
-    }
-    record["checklist"] = checklist(record)
-    return record
+        scheduler=scheduler_facts(Path.cwd()),
+        checklist=checklist(
+            orion, best, final_metrics, final, costs, hardware, numerics_facts, data
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     record = build_record(args.results, args.workflow_python)
-    write_json_atomically(args.out, record, indent=2, default=str)
+    write_json_atomically(args.out, record.document(), indent=2, default=str)
     print(f"provenance written to {args.out}")
     return 0
 
