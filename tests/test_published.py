@@ -15,9 +15,11 @@ import pytest
 
 from hpopt.files import digest_of, sha256_text
 from reprohunt import audit, published
+from reprohunt.compare import compare
 from reprohunt.hunt import configuration, experiment_name
 from reprohunt.provenance import data_files
-from reprohunt.records import HuntSpec
+from reprohunt.records import HuntSpec, Provenance, from_document
+from reprohunt.result import Result
 
 SPEC: dict[str, Any] = {
     "experiment": "speaker_id",
@@ -57,6 +59,10 @@ def trials() -> list[dict[str, Any]]:
             "status": "completed",
             "params": {"lr": lr, "dropout": 0.1},
             "objective": objective,
+            "statistics": {},
+            "submit_time": None,
+            "start_time": None,
+            "end_time": None,
             "duration_s": 12.5,
             "working_dir": f"/tmp/trial{number}",
         }
@@ -64,32 +70,116 @@ def trials() -> list[dict[str, Any]]:
     ]
 
 
+def final_run(valid: float, test: float) -> dict[str, Any]:
+    """A final run's result document (the result contract's)."""
+    return {
+        "result_format": 1,
+        "objective": {"split": "valid", "metric": "error"},
+        "metrics": {"valid": {"error": valid}, "test": {"error": test}},
+    }
+
+
+def final_stage() -> dict[str, Any]:
+    """The final stage as provenance records it: two seeds of each arm and their comparison
+    (reprohunt.compare's own)."""
+    runs = {
+        "tuned": {seed: final_run(0.3, 0.35) for seed in SEEDS},
+        "untuned": {
+            seed: final_run(0.3, test) for seed, test in zip(SEEDS, (0.4, 0.45), strict=True)
+        },
+    }
+    comparison = compare(
+        [int(seed) for seed in SEEDS],
+        *(
+            [Result(Path(f"{arm}-{seed}.json"), runs[arm][seed]) for seed in SEEDS]
+            for arm in ("tuned", "untuned")
+        ),
+    )
+    return {
+        "seeds": [int(seed) for seed in SEEDS],
+        "delivered": {"arm": "tuned", "seed": int(SEEDS[0]), "result": "final/metrics.json"},
+        "runs": runs,
+        "comparison": comparison.document(),
+    }
+
+
+def environment(name: str) -> dict[str, Any]:
+    return {
+        "python": f".venv/{name}/bin/python",
+        "lock": f"{name}.txt",
+        "lock_sha256_at_setup": None,
+        "lock_sha256_now": None,
+        "pip_freeze": [],
+        "pip_freeze_sha256": sha256_text(""),
+    }
+
+
 def provenance(spec: dict[str, Any] = SPEC, hashes: dict[str, Any] | None = None) -> dict:
-    """A provenance record with just the keys `published.outcome` reads."""
+    """A provenance record whose keys `published.outcome` reads are set from `spec` and
+    `hashes`, and the others with unread values."""
     hashes = hashes or {"audio": AUDIO, "features": FEATURES, "manifests": MANIFESTS}
     configured = configuration(hunt_spec(spec))
+    best = {"params": {"lr": 0.001, "dropout": 0.1}, "objective": 0.31, "trial_id": "trial1"}
+    final = final_stage()
     return {
         "created": "2025-01-01T00:00:00+00:00",
+        "results": "results/speaker_id",
         "git": {"commit": "abc123", "dirty": False},
+        "environments": {name: environment(name) for name in ("train", "workflow")},
+        "hardware": {
+            "python": "3.11.0",
+            "platform": "Linux",
+            "cpu_count": 2,
+            "torch": "2.0",
+            "torch_cuda": None,
+            "cudnn": None,
+            "cuda_available": False,
+            "gpus": [],
+            "nvidia_smi": None,
+            "image": {},
+            "collect_env": {},
+        },
         "numerics": {"cpu": {"model": "Test CPU"}},
+        "data": {},
+        "data_hashes_sha256": sha256_text(json.dumps(hashes)),
+        "data_files_sha256": data_files(hashes),
         "recipe": spec["recipe"],
         "configuration": configured,
         "configuration_sha256": sha256_text(json.dumps(configured, sort_keys=True)),
-        "data_hashes_sha256": sha256_text(json.dumps(hashes)),
-        "data_files_sha256": data_files(hashes),
-        "orion": {"experiment": "speaker_id-0123abcd", "trials": trials()},
-        "best": {"params": {"lr": 0.001, "dropout": 0.1}, "objective": 0.31, "trial_id": "t1"},
-        "final": {
-            "runs": {
-                arm: {
-                    seed: {"metrics": {"valid": {"error": 0.3}, "test": {"error": 0.35}}}
-                    for seed in SEEDS
-                }
-                for arm in ("tuned", "untuned")
-            },
-            "comparison": {"verdict_text": "tuning helps"},
+        "seeds": {"recipe": 3, "orion_algorithm": spec["algorithm"], "final": final["seeds"]},
+        "determinism": {},
+        "orion": {
+            "experiment": "speaker_id-0123abcd",
+            "version": 1,
+            "storage": {"type": "pickleddb"},
+            "space": spec["space"],
+            "algorithm": spec["algorithm"],
+            "max_trials": 3,
+            "max_broken": 1,
+            "n_workers": 1,
+            "status_counts": {"completed": 3},
+            "replay": {"expected": True, "intact": True, "departures": []},
+            "trials": trials(),
         },
+        "best": best
+        | {
+            "experiment": "speaker_id-0123abcd",
+            "version": 1,
+            "selection_rule": "lowest objective",
+            "trials_completed": 3,
+            "working_dir": "/tmp/trial1",
+        },
+        "final_metrics": final["runs"]["tuned"][SEEDS[0]],
+        "final": final,
+        "commands": {},
+        "rule_costs": {},
+        "scheduler": {"type": "local"},
+        "checklist": {},
     }
+
+
+def typed(record: dict[str, Any]) -> Provenance:
+    return from_document(Provenance, record, "the test's record")
 
 
 def write_run(folder: Path, record: dict[str, Any]) -> Path:
@@ -135,7 +225,7 @@ def test_the_published_file_is_format_2_with_trials_in_order(published_file: Pat
     }
     assert [trial["objective"] for trial in document["trials"]] == [0.31, 0.32, 0.33]
     assert document["final"]["tuned"]["1987"]["test"] == {"error": 0.35}
-    assert published.Outcome.from_json(document) == published.outcome(provenance())
+    assert published.Outcome.from_json(document) == published.outcome(typed(provenance()))
 
 
 def test_an_identical_run_reproduces_bit_for_bit(tmp_path: Path, published_file: Path) -> None:
@@ -220,7 +310,7 @@ def test_another_final_stage_names_the_first_differing_seed_and_metric(
 
 def format_1(record: dict[str, Any]) -> dict[str, Any]:
     """The file `--write` gave before format 2, from the same record."""
-    outcome = published.outcome(record)
+    outcome = published.outcome(typed(record))
     return {
         "published_format": 1,
         "experiment": outcome.experiment,

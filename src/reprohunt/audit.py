@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -48,7 +47,15 @@ from reprohunt.compare import ARMS, TUNED, UNTUNED, arm_result
 from reprohunt.orion_storage import storage_config
 from reprohunt.provenance import LOCKS, pip_freeze
 from reprohunt.published import differences
-from reprohunt.records import HuntSpec, HuntSummary
+from reprohunt.records import (
+    Comparison,
+    EnvironmentFacts,
+    FinalStage,
+    HuntSpec,
+    HuntSummary,
+    Provenance,
+    RecordError,
+)
 from reprohunt.result import Result, ResultError
 from reprohunt.result import load as load_result
 
@@ -97,10 +104,10 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def env_problems(name: str, recorded: dict[str, Any], python: str, locks: Path) -> list[str]:
+def env_problems(name: str, recorded: EnvironmentFacts, python: str, locks: Path) -> list[str]:
     problems = []
     installed = freeze_pins(pip_freeze(python))
-    lock = locks / recorded["lock"] if recorded.get("lock") else None
+    lock = locks / recorded.lock if recorded.lock else None
     if lock is None or not lock.exists():
         problems.append(f"{name}: lock file {lock} not found")
     else:
@@ -108,7 +115,7 @@ def env_problems(name: str, recorded: dict[str, Any], python: str, locks: Path) 
             if installed.get(package) != version:
                 got = installed.get(package, "not installed")
                 problems.append(f"{name}: {package} is {got}, {lock.name} pins {version}")
-    before = freeze_pins(recorded["pip_freeze"])
+    before = freeze_pins(recorded.pip_freeze)
     for package in sorted(set(before) | set(installed)):
         if before.get(package) != installed.get(package):
             problems.append(
@@ -118,7 +125,7 @@ def env_problems(name: str, recorded: dict[str, Any], python: str, locks: Path) 
     return problems
 
 
-def data_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+def data_problems(results: Path, provenance: Provenance) -> list[str]:
     data = results / "data"
     problems = []
     verify = subprocess.run(
@@ -128,7 +135,7 @@ def data_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
         problems += [
             line for line in verify.stdout.splitlines() + verify.stderr.splitlines() if line
         ]
-    if sha256_file(data / "hashes.json") != provenance["data_hashes_sha256"]:
+    if sha256_file(data / "hashes.json") != provenance.data_hashes_sha256:
         problems.append(f"{data / 'hashes.json'} differs from the one recorded in provenance.json")
     return problems
 
@@ -141,14 +148,14 @@ class Reproduction:
     note: str | None = None
 
 
-def reproduction(provenance: dict[str, Any]) -> Reproduction:
+def reproduction(provenance: Provenance) -> Reproduction:
     """Bit-identity where it is expected; a weaker check where the record says it is not.
 
     Sets the recorded profile in this process's environment first, so that every retraining
     the audit starts runs under it (reprohunt.numerics)."""
-    profile = provenance["recipe"].get("numerics", numerics.NATIVE)
-    numerics.apply(profile, f"{provenance['results']}/provenance.json recipe.numerics")
-    recorded, here = provenance.get("numerics"), numerics.in_use(profile)
+    profile = provenance.recipe.get("numerics", numerics.NATIVE)
+    numerics.apply(profile, f"{provenance.results}/provenance.json recipe.numerics")
+    recorded, here = provenance.numerics, numerics.in_use(profile)
     where = f"here with {numerics.describe(here)}"
     if recorded is None:
         return Reproduction(False, f"the record predates numerics profiles; audited {where}")
@@ -181,20 +188,22 @@ def seed_spread(final: Path, arm: str, seeds: list[int]) -> dict[str, tuple[floa
     return spread
 
 
-def final_run_problems(results: Path, provenance: dict[str, Any], rule: Reproduction) -> list[str]:
+def final_run_problems(
+    results: Path, provenance: Provenance, recorded_final: FinalStage, rule: Reproduction
+) -> list[str]:
     """Retrain one seed of each arm from the record and compare the objective and every test
     metric with the recorded per-seed result (and, for the tuned run, the delivered one):
     bit-identical on CPU where `rule` is strict, within GPU_TOLERANCE on GPU, else within the
     arm's recorded seed spread."""
-    recipe, final = provenance["recipe"], results / "final"
-    seeds = provenance["final"]["seeds"]
+    recipe, final = provenance.recipe, results / "final"
+    seeds = recorded_final.seeds
     seed = seeds[0]
     problems = []
     try:
         delivered = load_result(final / "metrics.json")
     except ResultError as error:
         return [str(error)]
-    if delivered.document != provenance["final_metrics"]:
+    if delivered.document != provenance.final_metrics:
         problems.append(
             f"{delivered.path} differs from the final metrics recorded in provenance.json"
         )
@@ -212,7 +221,7 @@ def final_run_problems(results: Path, provenance: dict[str, Any], rule: Reproduc
             continue
         if arm == TUNED:
             recorded.append(delivered)
-        params = provenance["best"]["params"] if arm == TUNED else {}
+        params = provenance.best.params if arm == TUNED else {}
         out = results / "audit" / "final" / f"{arm}-seed{seed}"
         shutil.rmtree(out, ignore_errors=True)
         log_path = results / "audit" / f"retrain_{arm}_seed{seed}.log"
@@ -245,11 +254,10 @@ def final_run_problems(results: Path, provenance: dict[str, Any], rule: Reproduc
     return problems
 
 
-def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
+def comparison_problems(results: Path, recorded: FinalStage) -> list[str]:
     """Each per-seed result against the record, and the comparison recomputed from them."""
     final = results / "final"
-    recorded = provenance["final"]
-    seeds = recorded["seeds"]
+    seeds = recorded.seeds
     problems = []
     runs: dict[str, list[Result]] = {arm: [] for arm in ARMS}
     for arm in ARMS:
@@ -259,14 +267,17 @@ def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
             except ResultError as error:
                 problems.append(str(error))
                 continue
-            if result.document != recorded["runs"][arm][str(seed)]:
+            if result.document != recorded.runs[arm][str(seed)]:
                 problems.append(f"{result.path} differs from the one recorded in provenance.json")
             runs[arm].append(result)
     path = final / "comparison.json"
     if not path.is_file():
         return [*problems, f"{path} not found"]
-    comparison = json.loads(path.read_text())
-    if comparison != recorded["comparison"]:
+    try:
+        comparison = Comparison.load(path)
+    except RecordError as error:
+        return [*problems, str(error)]
+    if comparison != recorded.comparison:
         problems.append(f"{path} differs from the comparison recorded in provenance.json")
     if any(len(arm_runs) != len(seeds) for arm_runs in runs.values()):
         return problems  # an unreadable per-seed result, named above: nothing to recompute
@@ -276,11 +287,11 @@ def comparison_problems(results: Path, provenance: dict[str, Any]) -> list[str]:
         return [*problems, f"the comparison cannot be recomputed: {error}"]
     return problems + [
         f"{path}: {key}: recorded {value!r}, recomputed from the per-seed results {new!r}"
-        for key, value, new in differences(comparison, recomputed.document())
+        for key, value, new in differences(comparison.document(), recomputed.document())
     ]
 
 
-def hunt_problems(results: Path, spec: HuntSpec, provenance: dict[str, Any]) -> list[str]:
+def hunt_problems(results: Path, spec: HuntSpec, provenance: Provenance) -> list[str]:
     """Re-run the hunt as experiment `<name>-audit` under audit/ and compare the best params."""
     from reprohunt import best, hunt
 
@@ -301,14 +312,12 @@ def hunt_problems(results: Path, spec: HuntSpec, provenance: dict[str, Any]) -> 
         found = best.write_best(summary, storage, audit_hunt)
     except (hunt.HuntFailure, best.NoCompletedTrial) as error:
         return [f"the audit hunt failed: {error}"]
-    recorded = provenance["best"]
+    recorded = provenance.best
     problems = []
-    if found.params != recorded["params"]:
-        problems.append(f"best params: recorded {recorded['params']}, re-run found {found.params}")
-    if found.objective != recorded["objective"]:
-        problems.append(
-            f"best objective: recorded {recorded['objective']}, re-run {found.objective}"
-        )
+    if found.params != recorded.params:
+        problems.append(f"best params: recorded {recorded.params}, re-run found {found.params}")
+    if found.objective != recorded.objective:
+        problems.append(f"best objective: recorded {recorded.objective}, re-run {found.objective}")
     return problems
 
 
@@ -322,8 +331,8 @@ def published_check(results: Path) -> list[dict[str, Any]]:
 
 
 def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) -> list[dict]:
-    provenance = json.loads((results / "provenance.json").read_text())
-    envs = provenance["environments"]
+    provenance = Provenance.load(results / "provenance.json")
+    envs = provenance.environments
     checks = [
         check(
             "train env matches lock and record",
@@ -335,7 +344,7 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
         ),
         check("data and features re-hashed", data_problems(results, provenance)),
     ]
-    if "final" not in provenance:
+    if provenance.final is None:
         for name in (REPRODUCES, RECOMPUTED):
             checks.append(check(name, [PREDATES_FINAL_STAGE]))
     else:
@@ -345,21 +354,21 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
             checks.append(check(REPRODUCES, [f"cannot retrain here: {error}"]))
         else:
             name = REPRODUCES if rule.strict else WEAKLY_REPRODUCES
-            found = check(name, final_run_problems(results, provenance, rule))
+            found = check(name, final_run_problems(results, provenance, provenance.final, rule))
             if found["status"] == PASS and rule.note:
                 found["details"].append(rule.note)
             checks.append(found | {"strength": "bit-identical" if rule.strict else "weaker"})
-        checks.append(check(RECOMPUTED, comparison_problems(results, provenance)))
+        checks.append(check(RECOMPUTED, comparison_problems(results, provenance.final)))
     spec = HuntSpec.load(results / "hunt" / "spec.json")
     skip = None
     if not rerun_hunt:
         skip = "set AUDIT_HUNT=1 to re-run the hunt"
     elif not spec.sequential:
         skip = "parallel trials do not replay a trial sequence; needs one worker, one hunt"
-    elif (replay := provenance["orion"]["replay"])["expected"] and not replay["intact"]:
+    elif (replay := provenance.orion.replay) and replay.expected and not replay.intact:
         skip = (
             "the recorded hunt departed from its seeded trial sequence, so a re-run cannot "
-            "reproduce it: " + "; ".join(replay["departures"])
+            "reproduce it: " + "; ".join(replay.departures)
         )
     checks.append(
         check(
@@ -394,9 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     (args.results / "audit").mkdir(exist_ok=True)
-    checks = audit(
-        args.results, args.workflow_python, args.locks, os.environ.get("AUDIT_HUNT") == "1"
-    )
+    try:
+        checks = audit(
+            args.results, args.workflow_python, args.locks, os.environ.get("AUDIT_HUNT") == "1"
+        )
+    except RecordError as error:  # a record of another shape: nothing to audit it against
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print_table(checks)
     passed = all(c["status"] != FAIL for c in checks)
     out = args.out or args.results / "audit" / "audit.json"

@@ -33,6 +33,7 @@ from typing import Any
 
 from hpopt.files import write_json_atomically
 from reprohunt.provenance import LISTED_FILES, REPO
+from reprohunt.records import Provenance, RecordError
 
 FOLDER = REPO / "published"
 FORMAT = 2
@@ -103,31 +104,41 @@ class Outcome:
         return cls(**document | nested)
 
 
-def outcome(provenance: dict[str, Any]) -> Outcome:
-    """What a run gave, from its provenance record, plus where it was made."""
+def outcome(provenance: Provenance) -> Outcome:
+    """What a run gave, from its provenance record, plus where it was made (a record that
+    `unrecorded` names cannot give one)."""
+    configuration, files, final = (
+        provenance.configuration,
+        provenance.data_files_sha256,
+        provenance.final,
+    )
+    if configuration is None or provenance.configuration_sha256 is None:
+        raise ValueError(f"{provenance.results}: no configuration recorded")
+    if files is None or final is None:
+        raise ValueError(f"{provenance.results}: no data files or final stage recorded")
     return Outcome(
         published_format=FORMAT,
-        experiment=provenance["orion"]["experiment"],
-        configuration=provenance["configuration"],
-        configuration_sha256=provenance["configuration_sha256"],
-        numerics=provenance["recipe"].get("numerics"),
-        data_hashes_sha256=provenance["data_hashes_sha256"],
-        data_files_sha256=provenance["data_files_sha256"],
+        experiment=provenance.orion.experiment,
+        configuration=configuration,
+        configuration_sha256=provenance.configuration_sha256,
+        numerics=provenance.recipe.get("numerics"),
+        data_hashes_sha256=provenance.data_hashes_sha256,
+        data_files_sha256=files,
         trials=[
-            Trial(status=trial["status"], params=trial["params"], objective=trial["objective"])
-            for trial in provenance["orion"]["trials"]
+            Trial(status=trial.status, params=trial.params, objective=trial.objective)
+            for trial in provenance.orion.trials
         ],
-        best={key: provenance["best"][key] for key in ("params", "objective")},
+        best={"params": provenance.best.params, "objective": provenance.best.objective},
         final={
             arm: {seed: result["metrics"] for seed, result in runs.items()}
-            for arm, runs in provenance["final"]["runs"].items()
+            for arm, runs in final.runs.items()
         },
-        verdict=provenance["final"]["comparison"]["verdict_text"],
+        verdict=final.comparison.verdict_text,
         measured=Measured(
-            commit=provenance["git"].get("commit"),
-            dirty=provenance["git"].get("dirty"),
-            cpu=provenance.get("numerics", {}).get("cpu"),
-            created=provenance["created"],
+            commit=provenance.git.get("commit"),
+            dirty=provenance.git.get("dirty"),
+            cpu=(provenance.numerics or {}).get("cpu"),
+            created=provenance.created,
         ),
     )
 
@@ -247,9 +258,12 @@ def classify_format_1(published: dict[str, Any], current: Outcome, source: str) 
     return f"{NOT_REPRODUCED} {source}; first difference: {difference}; {note}"
 
 
-def unrecorded(provenance_file: Path, provenance: dict[str, Any]) -> str | None:
-    """Why a provenance record cannot give this format's outcome (None: it can)."""
-    if "configuration" in provenance:
+def unrecorded(provenance_file: Path, provenance: Provenance) -> str | None:
+    """Why a provenance record cannot give this format's outcome (None: it can). The
+    configuration came after the final stage and with the data files' hashes: a record without
+    it is of older code."""
+    recorded = (provenance.configuration, provenance.data_files_sha256, provenance.final)
+    if all(section is not None for section in recorded):
         return None
     return (
         f"{NO_CONFIGURATION}: {provenance_file} predates configuration records; delete it and "
@@ -260,7 +274,10 @@ def unrecorded(provenance_file: Path, provenance: dict[str, Any]) -> str | None:
 def verdict(results: Path, path: Path) -> str:
     """One line: whether the run in `results` reproduced the published file at `path`."""
     provenance_file = results / "provenance.json"
-    provenance = json.loads(provenance_file.read_text())
+    try:
+        provenance = Provenance.load(provenance_file)
+    except RecordError as error:
+        return f"{NO_CONFIGURATION}: {error}"
     if not path.is_file():
         return f"{NOTHING_PUBLISHED} {path}: nothing to compare (publish one with --write)"
     problem = unrecorded(provenance_file, provenance)
@@ -290,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.results / 'provenance.json'} not found: run the workflow first")
         return 2
     if args.write:
-        record = json.loads((args.results / "provenance.json").read_text())
+        try:
+            record = Provenance.load(args.results / "provenance.json")
+        except RecordError as error:
+            print(f"error: {error}")
+            return 2
         problem = unrecorded(args.results / "provenance.json", record)
         if problem:
             print(f"error: {problem}")

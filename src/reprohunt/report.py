@@ -24,6 +24,7 @@ from typing import Any
 from hpopt.files import write_text_atomically
 from reprohunt import numerics
 from reprohunt.compare import ARMS, TUNED, UNTUNED
+from reprohunt.records import Best, Comparison, Provenance, Replay, TrialRecord, load_trials
 from reprohunt.result import load as load_result
 
 STYLE = """
@@ -38,18 +39,19 @@ img,svg{max-width:100%;height:auto} .best{background:#e8f5e9}
 PARAMS_ALT = "objective against each hyperparameter"
 
 
-def completed(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [t for t in trials if t["status"] == "completed" and t["objective"] is not None]
+def completed(trials: list[TrialRecord]) -> list[tuple[TrialRecord, float]]:
+    """The completed trials with their objective, in submission order."""
+    return [(t, t.objective) for t in trials if t.status == "completed" and t.objective is not None]
 
 
-def plot_regret(trials: list[dict[str, Any]], path: Path) -> None:
+def plot_regret(trials: list[TrialRecord], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = completed(trials)
-    objectives = [t["objective"] for t in done]
+    objectives = [objective for _, objective in done]
     best_so_far = [min(objectives[: i + 1]) for i in range(len(objectives))]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot(range(1, len(done) + 1), objectives, "o", alpha=0.6, label="trial objective")
@@ -75,7 +77,7 @@ def short_label(value: float, _position: object = None) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def plot_params(trials: list[dict[str, Any]], space: dict[str, str], png: Path) -> str:
+def plot_params(trials: list[TrialRecord], space: dict[str, str], png: Path) -> str:
     """One objective-against-value plot per hyperparameter, written to `png`; returns the same
     figure as inline SVG, its text as text, each plot's group named `param-<name>`, so that
     the labels stay sharp at any zoom and a browser can measure them."""
@@ -91,8 +93,8 @@ def plot_params(trials: list[dict[str, Any]], space: dict[str, str], png: Path) 
     rows = math.ceil(len(names) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     for axis, name in zip(axes.flat, names, strict=False):
-        values = [t["params"][name] for t in done]
-        axis.plot(values, [t["objective"] for t in done], "o", alpha=0.7)
+        values = [t.params[name] for t, _ in done]
+        axis.plot(values, [objective for _, objective in done], "o", alpha=0.7)
         axis.set_xlabel(name)
         axis.set_ylabel("objective")
         axis.set_gid(f"param-{name}")
@@ -115,42 +117,41 @@ def plot_params(trials: list[dict[str, Any]], space: dict[str, str], png: Path) 
     return text[text.index("<svg") :]
 
 
-def plot_comparison(comparison: dict[str, Any], path: Path) -> None:
+def plot_comparison(comparison: Comparison, path: Path) -> None:
     """Per split, each arm's mean ± std (error bar) and each seed's run (points)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    splits = comparison["splits"]
+    splits = comparison.splits
     figure, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.5), squeeze=False)
     for axis, (split, arms) in zip(axes.flat, splits.items(), strict=True):
         for position, arm in enumerate(ARMS):
-            values = arms[arm]["values"]
-            axis.errorbar(
-                position, arms[arm]["mean"], yerr=arms[arm]["std"], fmt="s", capsize=8, ms=8
-            )
+            summary = arms.arm(arm)
+            values = summary.values
+            axis.errorbar(position, summary.mean, yerr=summary.std, fmt="s", capsize=8, ms=8)
             axis.plot([position + 0.15] * len(values), values, "o", alpha=0.6, color="gray")
         axis.set_xticks(range(len(ARMS)), ARMS)
         axis.set_xlim(-0.5, len(ARMS) - 0.5)
-        axis.set_title(f"{split} {comparison['metric']} ({len(comparison['seeds'])} seeds)")
-        axis.set_ylabel(comparison["metric"])
+        axis.set_title(f"{split} {comparison.metric} ({len(comparison.seeds)} seeds)")
+        axis.set_ylabel(comparison.metric)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def comparison_tables(comparison: dict[str, Any]) -> str:
+def comparison_tables(comparison: Comparison) -> str:
     """The summary per split, then each seed's tuned and untuned values and their difference."""
-    splits = comparison["splits"]
+    splits = comparison.splits
     summary_rows = [
         [
             split,
-            f"{arms[TUNED]['mean']:.4g} ± {arms[TUNED]['std']:.2g}",
-            f"{arms[UNTUNED]['mean']:.4g} ± {arms[UNTUNED]['std']:.2g}",
-            arms["difference"]["mean"],
-            "[{:+.4g}, {:+.4g}]".format(*arms["difference"]["ci"]),
-            arms["ratio"],
+            f"{arms.tuned.mean:.4g} ± {arms.tuned.std:.2g}",
+            f"{arms.untuned.mean:.4g} ± {arms.untuned.std:.2g}",
+            arms.difference.mean,
+            "[{:+.4g}, {:+.4g}]".format(*arms.difference.ci),
+            arms.ratio,
         ]
         for split, arms in splits.items()
     ]
@@ -161,15 +162,15 @@ def comparison_tables(comparison: dict[str, Any]) -> str:
                 value
                 for arms in splits.values()
                 for value in (
-                    arms[TUNED]["values"][index],
-                    arms[UNTUNED]["values"][index],
-                    arms["difference"]["values"][index],
+                    arms.tuned.values[index],
+                    arms.untuned.values[index],
+                    arms.difference.values[index],
                 )
             ),
         ]
-        for index, seed in enumerate(comparison["seeds"])
+        for index, seed in enumerate(comparison.seeds)
     ]
-    confidence = f"{comparison['confidence']:.0%} CI"
+    confidence = f"{comparison.confidence:.0%} CI"
     seed_header = [
         f"{split} {column}" for split in splits for column in (TUNED, UNTUNED, "difference")
     ]
@@ -201,13 +202,15 @@ def image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def replay_text(replay: dict[str, Any]) -> str:
+def replay_text(replay: Replay | None) -> str:
     """Whether a re-run replays this hunt's trial sequence, and why not."""
-    if replay["intact"]:
+    if replay is None:
+        return "Not recorded (the result predates the replay check)."
+    if replay.intact:
         return "Seeded, one worker, nothing retried: a re-run replays this trial sequence."
-    if not replay["expected"]:
+    if not replay.expected:
         return "Parallel or unseeded: a re-run finds its own trial sequence."
-    departures = html.escape("; ".join(replay["departures"]))
+    departures = html.escape("; ".join(replay.departures))
     return f"<b>The trial sequence departed from the seeded one</b> ({departures})."
 
 
@@ -247,96 +250,84 @@ class ReportFiles:
 def write_report(files: ReportFiles) -> None:
     """Draw the plots, then write the page that embeds them."""
     files.regret.parent.mkdir(parents=True, exist_ok=True)
-    trials = json.loads(files.trials.read_text())
-    space = json.loads(files.provenance.read_text())["orion"]["space"]
+    trials = load_trials(files.trials)
+    space = Provenance.load(files.provenance).orion.space
     plot_regret(trials, files.regret)
     params_svg = plot_params(trials, space, files.params)
-    plot_comparison(json.loads(files.comparison.read_text()), files.comparison_plot)
+    plot_comparison(Comparison.load(files.comparison), files.comparison_plot)
     write_text_atomically(files.out, render(files, params_svg))
 
 
 def render(files: ReportFiles, params_svg: str) -> str:
     """The page, from the records and the plots of `files` (`params_svg`: plot_params')."""
-    trials = json.loads(files.trials.read_text())
-    best = json.loads(files.best.read_text())
+    trials = load_trials(files.trials)
+    best = Best.load(files.best)
     result = load_result(files.metrics)
-    comparison = json.loads(files.comparison.read_text())
-    provenance = json.loads(files.provenance.read_text())
-    space = provenance["orion"]["space"]
+    comparison = Comparison.load(files.comparison)
+    provenance = Provenance.load(files.provenance)
+    space = provenance.orion.space
     names = sorted(space)
     trial_rows = [
-        [
-            t["id"][:12],
-            t["status"],
-            t["objective"],
-            *(t["params"].get(n) for n in names),
-            t["duration_s"],
-        ]
+        [t.id[:12], t.status, t.objective, *(t.params.get(n) for n in names), t.duration_s]
         for t in trials
     ]
-    best_index = next((i for i, t in enumerate(trials) if t["id"] == best["trial_id"]), None)
+    best_index = next((i for i, t in enumerate(trials) if t.id == best.trial_id), None)
     metric_names = sorted({name for values in result.metrics.values() for name in values})
     metric_rows = [
         [split, *(values.get(name) for name in metric_names)]
         for split, values in result.metrics.items()
     ]
     objective = ".".join(result.objective)
-    git, hardware = provenance["git"], provenance["hardware"]
-    envs = provenance["environments"]
+    git, hardware = provenance.git, provenance.hardware
     facts = [
         ["git commit", f"{git.get('commit')} (dirty: {git.get('dirty')})"],
         *[
-            [f"{name} env", f"{env['lock']} sha256 {env['lock_sha256_now']}"]
-            for name, env in envs.items()
+            [f"{name} env", f"{env.lock} sha256 {env.lock_sha256_now}"]
+            for name, env in provenance.environments.items()
         ],
-        [
-            "python / torch / CUDA",
-            f"{hardware['python']} / {hardware['torch']} / {hardware['torch_cuda']}",
-        ],
+        ["python / torch / CUDA", f"{hardware.python} / {hardware.torch} / {hardware.torch_cuda}"],
         [
             "platform",
-            f"{hardware['platform']}, {hardware['cpu_count']} CPUs, GPUs: "
-            f"{', '.join(hardware['gpus']) or 'none'}",
+            f"{hardware.platform}, {hardware.cpu_count} CPUs, GPUs: "
+            f"{', '.join(hardware.gpus) or 'none'}",
         ],
         [
             "recipe",
-            f"{provenance['recipe']['dir']} code sha256 {provenance['recipe']['code_sha256']}",
+            f"{provenance.recipe['dir']} code sha256 {provenance.recipe['code_sha256']}",
         ],
-        *numerics_rows(provenance.get("numerics")),
-        ["data (sha256 of hashes.json)", provenance["data_hashes_sha256"]],
-        ["seeds", json.dumps(provenance["seeds"])],
-        ["Orion storage", json.dumps(provenance["orion"]["storage"])],
+        *numerics_rows(provenance.numerics),
+        ["data (sha256 of hashes.json)", provenance.data_hashes_sha256],
+        ["seeds", json.dumps(provenance.document()["seeds"])],
+        ["Orion storage", json.dumps(provenance.orion.storage)],
     ]
-    cost_rows = [
-        [rule, c["wall_s"], c["max_rss_mib"]] for rule, c in provenance["rule_costs"].items()
-    ]
-    title = f"reprohunt: {html.escape(best['experiment'])}"
+    cost_rows = [[rule, c.wall_s, c.max_rss_mib] for rule, c in provenance.rule_costs.items()]
+    title = f"reprohunt: {html.escape(best.experiment)}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style></head>
 <body>
 <h1>{title}</h1>
-<p>Orion experiment <code>{html.escape(best["experiment"])}</code> v{best["version"]}:
-{best["trials_completed"]} completed trials. Selection: {html.escape(best["selection_rule"])}.</p>
+<p>Orion experiment <code>{html.escape(best.experiment)}</code> v{best.version}:
+{best.trials_completed} completed trials. Selection: {html.escape(best.selection_rule)}.</p>
 <h2>Best trial</h2>
 {
         table(
             ["trial", "objective", *names],
-            [[best["trial_id"], best["objective"], *(best["params"].get(n) for n in names)]],
+            [[best.trial_id, best.objective, *(best.params.get(n) for n in names)]],
         )
     }
-<h2>Final model (retrained with the best params, seed {comparison["seeds"][0]})</h2>
+<h2>Final model (retrained with the best params, seed {comparison.seeds[0]})</h2>
 <p>Objective: <code>{html.escape(objective)}</code>, {result.objective_value}.</p>
 {table(["split", *metric_names], metric_rows)}
 <h2>Did tuning help?</h2>
 <p>The best params (tuned) and <code>train.yaml</code> as shipped (untuned), each retrained at
-the seeds {html.escape(", ".join(map(str, comparison["seeds"])))} on the same data; differences
-are tuned − untuned of <code>{html.escape(comparison["metric"])}</code> (minimised), paired by
-seed, with a Student-t interval. The verdict is about the {comparison["verdict_split"]} split.</p>
-<p><b>{html.escape(comparison["verdict_text"])}</b></p>
+the seeds {html.escape(", ".join(map(str, comparison.seeds)))} on the same data; differences
+are tuned − untuned of <code>{html.escape(comparison.metric)}</code> (minimised), paired by
+seed, with a Student-t interval. The verdict is about the {comparison.verdict_split} split.</p>
+<p><b>{html.escape(comparison.verdict_text)}</b></p>
 {image(files.comparison_plot, "tuned against untuned, mean and std with each seed's run")}
 {comparison_tables(comparison)}
 <h2>Search</h2>
-<p>{replay_text(provenance["orion"]["replay"])}</p>
+<p>{replay_text(provenance.orion.replay)}</p>
 {image(files.regret, "best objective so far")}
 {params_svg.replace("<svg ", f'<svg role="img" aria-label="{PARAMS_ALT}" ', 1)}
 <h3>Search space</h3>
