@@ -599,7 +599,10 @@ def test_a_trial_that_fills_the_disk_fails_the_hunt_naming_it_and_the_rerun_comp
 def test_a_hunt_that_a_second_process_joins_says_it_does_not_replay(tmp_path: Path) -> None:
     """Two hunt processes in one experiment whose spec gives one (e.g. a run started past the
     run lock by hand): both finish, and hunt.json's replay names the extra process."""
-    hunt = make_hunt(tmp_path, {"hold_seconds": 1}, max_trials=4)
+    # The second joins after the first's first trial: the first's four trials left, 2 s each,
+    # outlast the second's start-up (imports under coverage, on a loaded machine), which with
+    # three 1 s trials left it once did not, so the second found itself alone.
+    hunt = make_hunt(tmp_path, {"hold_seconds": 2}, max_trials=5)
     first = subprocess.Popen(
         hunt.command(), cwd=hunt.root, env=clean_env(), stdout=subprocess.DEVNULL, text=True
     )
