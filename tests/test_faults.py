@@ -39,7 +39,7 @@ from hunt_harness import (  # noqa: E402
     result_files,
     write_workflow_config,
 )
-from workflow_run import snakemake, snakemake_command  # noqa: E402
+from workflow_run import TINY, snakemake, snakemake_command  # noqa: E402
 
 SOFT_LOCK_FOLDER = Path("/dev/shm")
 
@@ -555,7 +555,7 @@ def test_a_full_results_disk_is_named_where_it_happens_and_the_rerun_completes(
     """Real data preparation and retrain on a small tmpfs: each failure names the full disk in
     Snakemake's first error line, leaves no partial file, and the run completes once there is
     room."""
-    from workflow_run import TINY, write_config
+    from workflow_run import write_config
 
     results = tmp_path / "results"
     mount_tmpfs(results, GROWING_DISK[0][0])
@@ -680,6 +680,21 @@ def command_line(pid: int) -> str:
 INTERRUPTS = {"ctrl_c": (True, signal.SIGINT), "kill_9_of_snakemake": (False, signal.SIGKILL)}
 
 
+def interrupt_and_check_nothing_is_left(run: subprocess.Popen, group: bool, signum: int) -> None:
+    """Send `signum` to the run (its process group when `group`): within 10 s no process the run
+    started may be left."""
+    assert processes_of_run(run.pid), "the marker of the run's processes is missing"
+    (os.killpg if group else os.kill)(run.pid, signum)
+    run.wait(timeout=HUNT_TIMEOUT_S)
+    deadline = time.monotonic() + 10
+    while processes_of_run(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: command_line(pid) for pid in processes_of_run(run.pid)}
+    for pid in left:  # not to leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes of the run alive 10 s after {signum!r}: {left}"
+
+
 @pytest.mark.parametrize(("group", "signum"), INTERRUPTS.values(), ids=INTERRUPTS)
 def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
     tmp_path: Path, group: bool, signum: int
@@ -698,16 +713,7 @@ def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
     )
     hunt_log = tmp_path / "results" / "speaker_id" / "logs" / "hunt.log"
     wait_until(lambda: hunt_log.exists() and "trial " in hunt_log.read_text(), "a trial", run)
-    assert processes_of_run(run.pid), "the marker of the run's processes is missing"
-    (os.killpg if group else os.kill)(run.pid, signum)
-    run.wait(timeout=HUNT_TIMEOUT_S)
-    deadline = time.monotonic() + 10
-    while processes_of_run(run.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = {pid: command_line(pid) for pid in processes_of_run(run.pid)}
-    for pid in left:  # not to leave them to the next test
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes of the run alive 10 s after {signum!r}: {left}"
+    interrupt_and_check_nothing_is_left(run, group, signum)
     # Read once the run is over: the trials that ended, and those begun and stopped by the
     # interrupt (whether Orion released them on SIGTERM or the rerun's recovery does).
     log = hunt_log.read_text()
@@ -729,3 +735,44 @@ def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
     assert begun - ended <= set(completed), "a trial the interrupt stopped never completed"
     rerun_log = hunt_log.read_text()
     assert not ended & set(re.findall(r"^trial (\w+): /", rerun_log, re.M)), "a trial ran twice"
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_final_stage_stops_every_retrain_and_the_rerun_is_bit_identical(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """The shared tiny run's final stage done again and stopped by a Ctrl-C while its retrains
+    train: nothing is left after 10 s, and the rerun (resuming the retrains from their
+    checkpoints) gives the uninterrupted run's results byte for byte."""
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    final = workdir / "results" / "speaker_id" / "final"
+    records = ["metrics.json", "comparison.json", "tuned/*/metrics.json", "untuned/*/metrics.json"]
+
+    def results() -> dict[str, bytes]:
+        found = {str(p.relative_to(final)): p.read_bytes() for r in records for p in final.glob(r)}
+        assert len(found) == 2 + 2 * len(TINY["final"]["seeds"])
+        return found
+
+    uninterrupted = results()
+    # Snakemake reruns a missing file's job only for a missing or outdated target downstream.
+    shutil.rmtree(final)
+    for downstream in ("provenance.json", "report.html"):
+        (final.parent / downstream).unlink()
+    run = subprocess.Popen(
+        snakemake_command(workdir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_until(lambda: any(final.glob("runs/*/save/*")), "a retrain's first checkpoint", run)
+    interrupt_and_check_nothing_is_left(run, True, signal.SIGINT)
+    assert not (final / "comparison.json").exists(), "the interrupt came too late"
+
+    rerun = snakemake(workdir, timeout=HUNT_TIMEOUT_S)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    resumed = [
+        log for log in final.glob("runs/*/train_log.txt") if "resumed from" in log.read_text()
+    ]
+    assert resumed, "no retrain resumed from the checkpoint the interrupt left"
+    assert results() == uninterrupted
