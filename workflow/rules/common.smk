@@ -97,9 +97,10 @@ def check_priors_with_orion() -> None:
     """Parse every prior with Orion's own parser before any job. Orion lives in the train env
     only, so its python parses them (about 2 s), with this checkout's src first on its path
     (the code this Snakefile imports). Skipped where the train env is only in the image, and in
-    a job of a cluster run (its main process checked them already): the hunt checks them too.
+    the Snakemake processes that run a job (a cluster job, a local `run:` rule's subprocess):
+    the main process checked them already, and the hunt checks them too.
     """
-    if IN_IMAGE or workflow.remote_exec:
+    if IN_IMAGE or not workflow.is_main_process:
         return
     command = [TRAIN_PYTHON, "-m", "reprohunt.preflight", "--config-file", CONFIG_FILE]
     command += ["--space", json.dumps(config["hunt"]["space"])]
