@@ -24,8 +24,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scipy import stats
-
 from hpopt.files import write_json_atomically
 from reprohunt.records import (
     COMPARISON_FORMAT,
@@ -93,6 +91,8 @@ def compare(seeds: Sequence[int], tuned: Sequence[Result], untuned: Sequence[Res
     if len(objectives) != 1:
         raise ResultError(f"the final runs name different objectives: {sorted(objectives)}")
     ((objective_split, metric),) = objectives
+    from scipy import stats  # 1 s to import: only here, not in every module that reads records
+
     quantile = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(seeds) - 1))
     splits: dict[str, SplitComparison] = {}
     for split in dict.fromkeys([TEST_SPLIT, objective_split]):
