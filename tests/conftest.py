@@ -7,10 +7,12 @@ It returns the prepared folder; tests that modify it must work on a copy (``shut
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,6 +105,35 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Shared by the end-to-end, audit and reproducibility tests, because a run costs minutes.
     """
     return built_once(tmp_path_factory, "tiny_run", _run_tiny)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_run_started_early(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Start building tiny_run in the background as the session starts, when a selected test
+    needs it, in one process only (xdist's first worker, or a run without xdist).
+
+    Why: the build takes about two minutes, and the first test to ask for it used to build it
+    while the second xdist worker's first tiny_run test waited on the lock, idle. Started here,
+    both workers run other tests meanwhile, and a test that needs the run waits on the same
+    lock (built_once) only for what is left of the build. A failed build leaves no `.built`
+    mark, so the fixture builds again and the test shows the failure.
+    """
+    needed = any("tiny_run" in item.fixturenames for item in request.session.items)
+    if not needed or os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        yield
+        return
+
+    def build() -> None:
+        # A failure is the tiny_run fixture's to report: it builds again.
+        with contextlib.suppress(AssertionError):
+            built_once(tmp_path_factory, "tiny_run", _run_tiny)
+
+    builder = threading.Thread(target=build, name="tiny_run builder", daemon=True)
+    builder.start()
+    yield
+    builder.join()
 
 
 # hpopt's tests (test_hpopt*.py): the trial environment Orion gives, and none leaking.
