@@ -676,8 +676,15 @@ def command_line(pid: int) -> str:
     return f"state {state}, parent {parent}: {command}"
 
 
-# A real Ctrl-C (SIGINT to the run's process group), and a SIGKILL of Snakemake alone.
-INTERRUPTS = {"ctrl_c": (True, signal.SIGINT), "kill_9_of_snakemake": (False, signal.SIGKILL)}
+# A real Ctrl-C (SIGINT to the run's process group), and a SIGKILL of Snakemake alone, of a
+# hunt with two Orion workers (which a Ctrl-C left blocked) beside the warm launcher's server (a
+# session of its own, out of reach of a Ctrl-C); and a Ctrl-C of the default one-worker hunt,
+# which must replay: its rerun gives an uninterrupted run's trials and best, bit for bit.
+INTERRUPTS = {
+    "ctrl_c": (True, signal.SIGINT, 2),
+    "kill_9_of_snakemake": (False, signal.SIGKILL, 2),
+    "ctrl_c_of_a_replayable_hunt": (True, signal.SIGINT, 1),
+}
 
 
 def interrupt_and_check_nothing_is_left(run: subprocess.Popen, group: bool, signum: int) -> None:
@@ -695,39 +702,52 @@ def interrupt_and_check_nothing_is_left(run: subprocess.Popen, group: bool, sign
     assert not left, f"processes of the run alive 10 s after {signum!r}: {left}"
 
 
-@pytest.mark.parametrize(("group", "signum"), INTERRUPTS.values(), ids=INTERRUPTS)
+def hunt_outcome(workdir: Path) -> tuple[list[tuple[str, str, object]], dict]:
+    """What a replay must give again: each trial's params and objective in the order they were
+    suggested (times differ between runs), and best.json, its trial folder taken relative to
+    the run's folder."""
+    hunt_dir = workdir / "results" / "speaker_id" / "hunt"
+    trials = json.loads((hunt_dir / "trials.json").read_text())
+    trials.sort(key=lambda trial: trial["submit_time"])
+    outcome = [(t["id"], json.dumps(t["params"], sort_keys=True), t["objective"]) for t in trials]
+    best = json.loads((hunt_dir / "best.json").read_text())
+    best["working_dir"] = str(Path(best["working_dir"]).relative_to(workdir))
+    return outcome, best
+
+
+@pytest.mark.parametrize(("group", "signum", "workers"), INTERRUPTS.values(), ids=INTERRUPTS)
 def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
-    tmp_path: Path, group: bool, signum: int
+    tmp_path: Path, group: bool, signum: int, workers: int
 ) -> None:
-    # Orion worker processes, which a Ctrl-C left blocked, and the warm launcher's server (a session
-    # of its own, out of reach of a Ctrl-C).
-    hunt = {"warm_launcher": True, "n_workers": 2}
+    hunt = {"warm_launcher": True, "n_workers": workers}
     overrides = {"recipe": {"args": {"hold_seconds": 1}}, "hunt": hunt}
-    write_workflow_config(tmp_path, overrides)
+    workdir = tmp_path / "interrupted"
+    write_workflow_config(workdir, overrides)
     target = "results/speaker_id/hunt/hunt.json"
     run = subprocess.Popen(
-        snakemake_command(tmp_path, target),
+        snakemake_command(workdir, target),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    hunt_log = tmp_path / "results" / "speaker_id" / "logs" / "hunt.log"
-    wait_until(lambda: hunt_log.exists() and "trial " in hunt_log.read_text(), "a trial", run)
+    hunt_log = workdir / "results" / "speaker_id" / "logs" / "hunt.log"
+    started = re.compile(r"^trial \w+: /", re.M)  # not the notes' "first trial"
+    wait_until(lambda: hunt_log.exists() and started.search(hunt_log.read_text()), "a trial", run)
     interrupt_and_check_nothing_is_left(run, group, signum)
     # Read once the run is over: the trials that ended, and those begun and stopped by the
     # interrupt (whether Orion released them on SIGTERM or the rerun's recovery does).
     log = hunt_log.read_text()
     begun = set(re.findall(r"^trial (\w+): /", log, re.M))
     ended = set(re.findall(r"^trial (\w+): exit 0$", log, re.M))
-    trials_file = tmp_path / "results" / "speaker_id" / "hunt" / "trials.json"
+    trials_file = workdir / "results" / "speaker_id" / "hunt" / "trials.json"
 
     if signum == signal.SIGKILL:  # Snakemake cannot tell its own stale lock from a live one
-        assert snakemake(tmp_path, "--unlock").returncode == 0
+        assert snakemake(workdir, "--unlock").returncode == 0
     # On to best.json, which lists the trials.
-    rerun = snakemake(tmp_path, "results/speaker_id/hunt/best.json", timeout=HUNT_TIMEOUT_S)
+    rerun = snakemake(workdir, "results/speaker_id/hunt/best.json", timeout=HUNT_TIMEOUT_S)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    summary = json.loads((tmp_path / "results" / "speaker_id" / "hunt" / "hunt.json").read_text())
-    assert 4 <= summary["completed"] <= 5  # max_trials + trial slots - 1 at most
+    summary = json.loads((workdir / "results" / "speaker_id" / "hunt" / "hunt.json").read_text())
+    assert 4 <= summary["completed"] <= 4 + workers - 1  # max_trials + trial slots - 1 at most
     trials = json.loads(trials_file.read_text())
     assert len({t["id"] for t in trials}) == len(trials)
     completed = {t["id"]: t for t in trials if t["status"] == "completed"}
@@ -735,6 +755,14 @@ def test_an_interrupted_run_leaves_no_process_and_the_rerun_completes(
     assert begun - ended <= set(completed), "a trial the interrupt stopped never completed"
     rerun_log = hunt_log.read_text()
     assert not ended & set(re.findall(r"^trial (\w+): /", rerun_log, re.M)), "a trial ran twice"
+    if workers == 1:
+        assert summary["replay"] == {"expected": True, "intact": True, "departures": []}
+        straight = tmp_path / "uninterrupted"
+        write_workflow_config(straight, overrides)
+        run = snakemake(straight, "results/speaker_id/hunt/best.json", timeout=HUNT_TIMEOUT_S)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert begun - ended, "the interrupt came too late: it stopped no trial"
+        assert hunt_outcome(workdir) == hunt_outcome(straight)
 
 
 @pytest.mark.slow
