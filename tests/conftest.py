@@ -107,6 +107,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_once(tmp_path_factory, "tiny_run", _run_tiny)
 
 
+def reads_tiny_run(item: pytest.Item) -> bool:
+    return "tiny_run" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that read tiny_run after all the others (stable order otherwise), so that its
+    build, started with the session (tiny_run_started_early), is done when they begin, instead
+    of both xdist workers waiting for it at the start (test_audit.py sorts early)."""
+    items.sort(key=reads_tiny_run)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_run_started_early(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -116,11 +127,11 @@ def tiny_run_started_early(
 
     Why: the build takes about two minutes, and the first test to ask for it used to build it
     while the second xdist worker's first tiny_run test waited on the lock, idle. Started here,
-    both workers run other tests meanwhile, and a test that needs the run waits on the same
-    lock (built_once) only for what is left of the build. A failed build leaves no `.built`
-    mark, so the fixture builds again and the test shows the failure.
+    both workers run other tests meanwhile (its readers run last), and a test that needs
+    the run waits on the same lock (built_once) only for what is left of the build. A failed
+    build leaves no `.built` mark, so the fixture builds again and the test shows the failure.
     """
-    needed = any("tiny_run" in item.fixturenames for item in request.session.items)
+    needed = any(reads_tiny_run(item) for item in request.session.items)
     if not needed or os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
         yield
         return
