@@ -6,6 +6,9 @@ SHELL := bash
 VENV ?= .venv
 TRAIN_ENV := $(VENV)/train
 WORKFLOW_ENV := $(VENV)/workflow
+# SpeechBrain recipes (docs/recipes.md): the train env's CUDA lock plus speechbrain and
+# torchaudio. Not part of `make setup`: `make run` stays as light as it is; `make test` builds it.
+SPEECHBRAIN_ENV := $(VENV)/speechbrain
 REQ := containers/requirements
 CORES ?= all
 UV := $(WORKFLOW_ENV)/bin/uv
@@ -21,7 +24,7 @@ endif
 LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--build-constraints $(REQ)/build-constraints.txt --custom-compile-command "make lock"
 
-.PHONY: help setup run test test-quick lint docs results-page pytest lock bench audit numerics-check dashboard image-test clean
+.PHONY: help setup setup-speechbrain run test test-quick lint docs results-page pytest lock bench audit numerics-check dashboard image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -32,7 +35,12 @@ $(TRAIN_ENV)/.lock-sha256: $(REQ)/train.lock $(REQ)/train-cpu.lock $(REQ)/pip.lo
 $(WORKFLOW_ENV)/.lock-sha256: $(REQ)/workflow.lock $(REQ)/pip.lock
 	containers/setup-env.sh workflow $(WORKFLOW_ENV)
 
+$(SPEECHBRAIN_ENV)/.lock-sha256: $(REQ)/speechbrain.lock $(REQ)/pip.lock pyproject.toml
+	containers/setup-env.sh speechbrain $(SPEECHBRAIN_ENV)
+
 setup: $(TRAIN_ENV)/.lock-sha256 $(WORKFLOW_ENV)/.lock-sha256 ## create both envs from the hashed locks (if missing or stale)
+
+setup-speechbrain: setup $(SPEECHBRAIN_ENV)/.lock-sha256 ## also the SpeechBrain env (5.4 GB) for SpeechBrain recipes
 
 run: setup ## run the whole default workflow on the embedded synthetic corpus
 	$(WORKFLOW_ENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default
@@ -63,13 +71,13 @@ results-page: setup ## regenerate docs/results.md from published/ and docs/measu
 # (docs/testing.md: what it costs).
 PYTEST_WORKERS ?= 2
 COVERAGE ?= 1
-pytest: setup ## the test suite and its coverage figure (COVERAGE=0: without)
+pytest: setup-speechbrain ## the test suite and its coverage figure (COVERAGE=0: without)
 	tests/suite.sh $(TRAIN_ENV)/bin/python $(PYTEST_WORKERS) $(COVERAGE) $(PYTEST_ARGS)
 
 test: lint docs pytest ## everything CI runs: lint, the docs site, the whole test suite
 
 # What a developer runs while editing: no SLURM cluster, container image or benchmarks.
-test-quick: setup ## the test suite without the slurm, container and bench groups
+test-quick: setup-speechbrain ## the test suite without the slurm, container and bench groups
 	PATH="$(CURDIR)/$(TRAIN_ENV)/bin:$$PATH" $(TRAIN_ENV)/bin/python -m pytest -n $(PYTEST_WORKERS) \
 		--dist loadgroup -m "not slurm and not container and not bench" $(PYTEST_ARGS)
 
@@ -78,6 +86,8 @@ lock: ## recompile every lock (hashed) from containers/requirements/*.in with uv
 	$(UV) pip compile $(REQ)/pip.in $(LOCK_FLAGS) -o $(REQ)/pip.lock
 	$(UV) pip compile $(REQ)/workflow.in $(LOCK_FLAGS) -o $(REQ)/workflow.lock
 	$(UV) pip compile $(REQ)/train.in $(LOCK_FLAGS) -o $(REQ)/train.lock
+	$(UV) pip compile $(REQ)/speechbrain.in --constraint $(REQ)/train.lock $(LOCK_FLAGS) \
+		-o $(REQ)/speechbrain.lock
 	echo 'torch==2.13.0+cpu' >$(REQ)/.torch-cpu-override.txt
 	$(UV) pip compile $(REQ)/train.in $(LOCK_FLAGS) $(TORCH_CPU_SOURCE) \
 		--override $(REQ)/.torch-cpu-override.txt -o $(REQ)/train-cpu.lock

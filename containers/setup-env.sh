@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Create or update one of the two environments from its hashed lock.
+# Create or update one of the environments from its hashed lock.
 #
-#   containers/setup-env.sh train    VENV_DIR   # torch, orion, hyperpyyaml, pyyaml 5.4.1, + this package
-#   containers/setup-env.sh workflow VENV_DIR   # snakemake 9 and the developer checks
+#   containers/setup-env.sh train       VENV_DIR  # torch, orion, hyperpyyaml, pyyaml 5.4.1, + this package
+#   containers/setup-env.sh workflow    VENV_DIR  # snakemake 9 and the developer checks
+#   containers/setup-env.sh speechbrain VENV_DIR  # the train env's CUDA lock + speechbrain, torchaudio
 #
 # Why a script: `make setup` and the Dockerfile must install exactly the same way, and the
 # steps carry measured traps (pip version, cython<3 for PyYAML 5.4.1, which torch build).
@@ -10,7 +11,7 @@
 # lists a GPU, else cpu). Prints the set-up time and the venv size at the end.
 set -euo pipefail
 
-env_name=${1:?usage: setup-env.sh train|workflow VENV_DIR}
+env_name=${1:?usage: setup-env.sh train|workflow|speechbrain VENV_DIR}
 venv=${2:?usage: setup-env.sh train|workflow VENV_DIR}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -37,7 +38,10 @@ train)
     esac
     ;;
 workflow) lock="$req/workflow.lock" ;;
-*) echo "error: unknown environment '$env_name'; use train or workflow" >&2; exit 2 ;;
+# torchaudio (which speechbrain imports) loads only next to torch's CUDA build, so this env is the
+# CUDA lock plus SpeechBrain on every machine; that build runs on a CPU too.
+speechbrain) lock="$req/speechbrain.lock" ;;
+*) echo "error: unknown environment '$env_name'; use train, workflow or speechbrain" >&2; exit 2 ;;
 esac
 
 start=$(date +%s)
@@ -59,7 +63,7 @@ if [[ "$env_name" == train && "$variant" == cpu ]]; then
 fi
 "$venv/bin/python" -m pip install --quiet --require-hashes "${extra[@]}" -r "$lock"
 
-if [[ "$env_name" == train ]]; then
+if [[ "$env_name" != workflow ]]; then
     # Our own package, editable, with nothing else: every dependency came from the lock.
     PIP_BUILD_CONSTRAINT= "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation \
         -e "$repo"
