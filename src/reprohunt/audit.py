@@ -402,6 +402,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    recorded_env = Path(HuntSpec.load(args.results / "hunt" / "spec.json").train_env)
+    if recorded_env.is_dir() and recorded_env.resolve() != Path(sys.prefix).resolve():
+        # The audit reruns the recipe with this interpreter: it must be the env that made the
+        # result (a SpeechBrain recipe's env is not the default train env).
+        python = str(recorded_env / "bin" / "python")
+        print(f"audit: running in the result's train env, {recorded_env}", flush=True)
+        os.execv(
+            python, [python, "-m", "reprohunt.audit", *(sys.argv[1:] if argv is None else argv)]
+        )
     (args.results / "audit").mkdir(exist_ok=True)
     try:
         checks = audit(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpopt.files import digest_of, sha256_file
+from reprohunt import speechbrain_recipe
 
 # Keys every recipe's train.yaml must have at the top level: the workflow overrides them.
 REQUIRED_KEYS = ("data_folder", "output_folder", "seed")
@@ -103,8 +104,16 @@ def describe(
                     f"{fixed[key]!r}; the data and the recipe must agree (set it in data only)"
                 )
             fixed[key] = value
+    speechbrain = None
+    if config.get("speechbrain") is not None:
+        speechbrain = speechbrain_recipe.settings(config["speechbrain"])
+        problems = speechbrain_recipe.check(
+            speechbrain, paths["prepare"], train_keys, f"{where}.speechbrain"
+        ) + speechbrain_recipe.check_data(data, config_file)
+        if problems:
+            raise RecipeContractError("\n".join(problems))
     hashes = code_hashes(folder)
-    return {
+    described = {
         "dir": str(folder),
         "script": config["script"],
         "train_yaml": config["train_yaml"],
@@ -117,6 +126,9 @@ def describe(
         "code": hashes,
         "code_sha256": digest_of(hashes),
     }
+    # Only where set, so that the description (and the experiment named after it) of every
+    # recipe without the section stays what it was.
+    return described | ({"speechbrain": speechbrain} if speechbrain else {})
 
 
 def check_space(space: Iterable[str], recipe: Mapping[str, Any], config_file: str) -> None:
@@ -188,8 +200,22 @@ def command(
     """
     folder = Path(recipe["dir"])
     argv = [str(folder / recipe["script"]), str(folder / recipe["train_yaml"])]
+    speechbrain = recipe.get("speechbrain")
+    if speechbrain:
+        # A SpeechBrain recipe as it is runs under the runner, which writes its result file.
+        threads = str(speechbrain["num_threads"])
+        argv = [
+            speechbrain_recipe.runner(),
+            "--result",
+            recipe["result"],
+            "--threads",
+            threads,
+            *argv,
+        ]
     if trial:
         argv += ["--hpopt", str(folder / recipe["hpopt_yaml"]), "--hpopt_mode", "orion"]
     argv += ["--data_folder", data_folder, "--output_folder", output_folder]
     argv += ["--device", recipe["device"], "--seed", str(recipe["seed"])]
+    if speechbrain:
+        argv += speechbrain_recipe.run_overrides(speechbrain, data_folder)
     return argv + overrides(recipe["args"]) + overrides(params or {})

@@ -179,6 +179,8 @@ def final_threads() -> int:
     recipe.args.num_threads when it fixes a count, every core when it passes another value
     (`"null"`: the recipe then uses every core it may), else 1, what both shipped recipes'
     train.yaml set."""
+    if "speechbrain" in RECIPE:
+        return RECIPE["speechbrain"]["num_threads"]
     threads = str(RECIPE["args"].get("num_threads", 1))
     return max(1, int(threads)) if threads.isdigit() else CORES
 
