@@ -82,13 +82,16 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
 # the same path the runtime image has them at.
 COPY pyproject.toml ./
 COPY src/ src/
-# Empty: every wheel from the hashed train.lock. Set: torch (same version as the lock) from that
-# index, unhashed, over the hashed CPU lock; recorded in /opt/venv/train/.torch-index.
+# Empty: every wheel from the hashed speechbrain.lock (train.lock, CUDA build of torch, plus
+# speechbrain and torchaudio), so the image runs SpeechBrain recipes as well as the default one.
+# Set: torch (same version as the lock) from that index, unhashed, over the hashed CPU lock,
+# without SpeechBrain (torchaudio loads only next to the CUDA build); recorded in
+# /opt/venv/train/.torch-index.
 ARG TORCH_INDEX=
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && if [ -z "$TORCH_INDEX" ]; then \
-        TORCH_VARIANT=cuda containers/setup-env.sh train /opt/venv/train; \
+        containers/setup-env.sh speechbrain /opt/venv/train; \
     else \
         torch_version=$(sed -n 's/^torch==\([^ ]*\) .*/\1/p' containers/requirements/train.lock) \
         && TORCH_VARIANT=cpu containers/setup-env.sh train /opt/venv/train \

@@ -123,8 +123,10 @@ def unhashed_pip_installs(
                 problems.append("ARG TORCH_INDEX has a default: the unhashed install is on")
         elif "--require-hashes" not in command and "--no-deps" not in command:
             problems.append(f"pip install without --require-hashes or --no-deps: {command.strip()}")
-    if not any(re.search(r"TORCH_VARIANT=cuda containers/setup-env\.sh train", r) for r in runs):
-        problems.append("the train env is not made from the CUDA lock (TORCH_VARIANT=cuda)")
+    if not any(re.search(r"containers/setup-env\.sh speechbrain /opt/venv/train", r) for r in runs):
+        problems.append(
+            "the train env is not made from speechbrain.lock (the CUDA lock + SpeechBrain)"
+        )
     return problems
 
 
@@ -266,7 +268,13 @@ ENTRYPOINT_LINE = next(line for line in DOCKERFILE.splitlines() if line.startswi
             broken("ARG TORCH_INDEX=", "ARG TORCH_INDEX=https://x/cu126"),
             "unhashed install is on",
         ),
-        (unhashed_pip_installs, broken("TORCH_VARIANT=cuda", "TORCH_VARIANT=cpu"), "CUDA lock"),
+        (
+            unhashed_pip_installs,
+            broken(
+                "setup-env.sh speechbrain /opt/venv/train", "setup-env.sh train /opt/venv/train"
+            ),
+            "speechbrain.lock",
+        ),
         (root_final_user, broken("USER 1000:1000", "USER root"), "root"),
         (root_final_user, broken("USER 1000:1000", ""), "no USER"),
         (root_final_user, DOCKERFILE + "USER 0\n", "0"),

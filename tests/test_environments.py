@@ -1,7 +1,8 @@
-"""The pins hold: the train env is what its lock says, and every lock is fully hashed."""
+"""The pins hold: each env is what its lock says, and every lock is fully hashed."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "containers" / "requirements"
 LOCKS = sorted(REQUIREMENTS.glob("*.lock"))
 WORKFLOW_PYTHON = REPO / ".venv" / "workflow" / "bin" / "python"
+SPEECHBRAIN_PYTHON = REPO / ".venv" / "speechbrain" / "bin" / "python"
 
 
 def lock_entries(lock: Path) -> list[tuple[str, str, list[str]]]:
@@ -31,6 +33,7 @@ def test_every_lock_is_found():
         "pip.lock",
         "train.lock",
         "train-cpu.lock",
+        "speechbrain.lock",
         "workflow.lock",
     }
 
@@ -89,3 +92,49 @@ def test_workflow_env_is_snakemake_9_without_the_train_stack():
         [str(WORKFLOW_PYTHON), "-c", "import torch"], capture_output=True
     ).returncode
     assert has_torch != 0, "the workflow env must not contain the train stack"
+
+
+def test_the_speechbrain_lock_only_adds_to_the_cuda_train_lock():
+    """Every pin the two envs share is the same version with the same hashes: a SpeechBrain
+    recipe runs on the default recipe's stack, plus SpeechBrain."""
+    train = {
+        name: (version, hashes)
+        for name, version, hashes in lock_entries(REQUIREMENTS / "train.lock")
+    }
+    speechbrain = {
+        name: (version, hashes)
+        for name, version, hashes in lock_entries(REQUIREMENTS / "speechbrain.lock")
+    }
+    moved = {name: speechbrain.get(name) for name in train if speechbrain.get(name) != train[name]}
+    assert not moved, f"speechbrain.lock differs from train.lock on {sorted(moved)}"
+    assert speechbrain["speechbrain"][0] == "1.1.2"
+    assert speechbrain["torchaudio"][0] == "2.11.1"
+
+
+def normalised(name: str) -> str:
+    """A distribution name as pip compares it (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_speechbrain_env_loads_torchaudio_and_matches_its_lock():
+    """torchaudio's C extension loads (an IIR filter runs) next to the CUDA build of torch, on
+    a CPU-only machine; every package is at the version speechbrain.lock pins."""
+    script = (
+        "import json, torch, torchaudio, speechbrain\n"
+        "from importlib import metadata\n"
+        "x = torch.linspace(-1, 1, 8)\n"
+        "torchaudio.functional.lfilter(x, torch.tensor([1.0, 0.5]), torch.tensor([0.5, 0.5]))\n"
+        "print(json.dumps({d.metadata['Name']: d.version for d in metadata.distributions()}))"
+    )
+    ran = subprocess.run([SPEECHBRAIN_PYTHON, "-c", script], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    installed = {
+        normalised(name): version
+        for name, version in json.loads(ran.stdout.splitlines()[-1]).items()
+    }
+    wrong = {
+        name: (installed.get(normalised(name)), version)
+        for name, version, _ in lock_entries(REQUIREMENTS / "speechbrain.lock")
+        if installed.get(normalised(name)) != version
+    }
+    assert not wrong, f"installed vs speechbrain.lock: {wrong}"
