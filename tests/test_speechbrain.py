@@ -223,3 +223,37 @@ def test_a_recipe_that_did_not_report_what_the_contract_needs_is_named(
 ) -> None:
     with pytest.raises(ResultError, match=message):
         result_document(records)
+
+
+# -- the portable profile's math, for SpeechBrain's own ops ---------------------------------
+
+
+def test_portable_math_gives_the_correctly_rounded_float32_values_and_ieee_special_cases() -> None:
+    """sqrt, log10, sin and cos under the mode equal the float64 result rounded once to float32
+    (what no vendor's vector math promises) on a sample, and keep IEEE's special values."""
+    import torch
+
+    from reprohunt.portable_ops import PortableMath
+
+    generator = torch.Generator().manual_seed(0)
+    positive = torch.rand(100_000, generator=generator) * 1000
+    angles = (torch.rand(100_000, generator=generator) - 0.5) * 200
+    special = torch.tensor([0.0, -1.0, float("inf"), float("-inf"), float("nan")])
+    with PortableMath():
+        got = {
+            "sqrt": torch.sqrt(positive),
+            "log10": torch.log10(positive),
+            "sin": torch.sin(angles),
+            "cos": angles.clone().cos_(),  # the in-place form too
+            "special_sqrt": torch.sqrt(special),
+            "special_log10": torch.log10(special),
+        }
+    assert torch.equal(got["sqrt"], positive.double().sqrt().float())
+    assert torch.equal(got["log10"], positive.double().log10().float())
+    assert torch.equal(got["sin"], angles.double().sin().float())
+    assert torch.equal(got["cos"], angles.double().cos().float())
+    nan = float("nan")
+    expected_sqrt = torch.tensor([0.0, nan, float("inf"), nan, nan])
+    expected_log10 = torch.tensor([float("-inf"), nan, float("inf"), nan, nan])
+    assert torch.equal(got["special_sqrt"].nan_to_num(7.0), expected_sqrt.nan_to_num(7.0))
+    assert torch.equal(got["special_log10"].nan_to_num(7.0), expected_log10.nan_to_num(7.0))

@@ -38,7 +38,7 @@ from hpopt.files import sha256_file, write_json_atomically
 from reprohunt import numerics
 from reprohunt.optrace import OpRecord, Stage, read_records
 from reprohunt.provenance import REPO
-from reprohunt.recipe import RecipeContractError, command, describe, prepare_flags
+from reprohunt.recipe import RecipeContractError, command, describe, prepare_command
 
 HOST = "host"
 REPLAY = "host-replay"
@@ -59,13 +59,18 @@ class ValueDifference:
     differing: int
     total: int
     largest: float | None  # None when shapes or dtypes differ
+    # Values where one side is inf or NaN and the other is not: no finite difference to size.
+    nonfinite: int = 0
 
     def describe(self) -> str:
         if self.largest is None:
             return "shapes or dtypes differ"
-        return (
+        text = (
             f"{self.differing} of {self.total} values differ, largest difference {self.largest:.3g}"
         )
+        if self.nonfinite:
+            text += f" ({self.nonfinite} of them inf or NaN on one side only)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ class Plan:
     """How to run the recipe's stages on one CPU (the `argv` of each stage comes from here)."""
 
     recipe: dict[str, Any]
-    data_flags: list[str]
+    prepare: list[str]  # the preparation's script and arguments, but for --out
     work: Path
     max_ops: int | None
 
@@ -190,8 +195,8 @@ class Plan:
         host's prepared data to train on (so that training is compared on the same input)."""
         folder = self.work / cpu
         if name == "prepare":
-            script = str(Path(self.recipe["dir"]) / self.recipe["prepare"])
-            argv = [*self.data_flags, "--out", str(folder / DATA), "--overwrite"]
+            script, *argv = self.prepare
+            argv += ["--out", str(folder / DATA), "--overwrite"]
         else:
             data, out = str(self.work / HOST / DATA), str(folder / "train")
             script, *argv = command(self.recipe, data_folder=data, output_folder=out)
@@ -257,10 +262,13 @@ def compare_arrays(a: Any, b: Any) -> ValueDifference:
         return ValueDifference(0, int(b.size), None)
     same = a == b
     differ = ~(same | (np.isnan(a) & np.isnan(b))) if a.dtype.kind in "fc" else ~same
-    largest = 0.0
+    largest, nonfinite = 0.0, 0
     if differ.any() and a.dtype.kind in "fciu":
-        largest = float(np.max(np.abs(a[differ].astype(np.float64) - b[differ].astype(np.float64))))
-    return ValueDifference(int(differ.sum()), int(a.size), largest)
+        gaps = np.abs(a[differ].astype(np.float64) - b[differ].astype(np.float64))
+        finite = np.isfinite(gaps)
+        nonfinite = int((~finite).sum())
+        largest = float(gaps[finite].max()) if finite.any() else 0.0
+    return ValueDifference(int(differ.sum()), int(a.size), largest, nonfinite)
 
 
 def compare_tensors(host: list[Any], other: list[Any]) -> ValueDifference:
@@ -274,6 +282,7 @@ def compare_tensors(host: list[Any], other: list[Any]) -> ValueDifference:
         sum(item.differing for item in found),
         sum(item.total for item in found),
         max((item.largest or 0.0 for item in found), default=0.0),
+        sum(item.nonfinite for item in found),
     )
 
 
@@ -376,6 +385,15 @@ def file_differences(work: Path, cpus: list[str]) -> tuple[int, list[FileDiffere
     return len(host), found
 
 
+def train_python(config: dict[str, Any]) -> str:
+    """The interpreter of the env the config runs its recipe in (REPROHUNT_TRAIN_ENV, else
+    `train_env`, as the workflow decides; a SpeechBrain recipe's env is not the default one)."""
+    env = os.environ.get("REPROHUNT_TRAIN_ENV") or config.get("train_env")
+    if env and (Path(env) / "bin" / "python").exists():
+        return str(Path(env) / "bin" / "python")
+    return sys.executable
+
+
 def check(
     config: dict[str, Any], config_name: str, work: Path, cpus: list[str], max_ops: int | None
 ) -> Report:
@@ -387,14 +405,16 @@ def check(
             "qemu-user, or containers/ensure-packages.sh LOG qemu-user:qemu-x86_64)"
         )
     try:
-        recipe = describe(config["recipe"], config.get("data") or {}, config_name)
+        recipe = describe(config["recipe"], config.get("data") or {}, config_name) | {
+            "numerics": config["numerics"]
+        }
     except RecipeContractError as error:
         raise CheckError(str(error)) from error
     environment = dict(os.environ)
     numerics.apply(config["numerics"], f"{config_name}: numerics", environment)
     shutil.rmtree(work, ignore_errors=True)
-    runner = Runner(sys.executable, qemu, environment, work)
-    plan = Plan(recipe, prepare_flags(config.get("data") or {}), work, max_ops)
+    runner = Runner(train_python(config), qemu, environment, work)
+    plan = Plan(recipe, prepare_command(recipe, config.get("data") or {}), work, max_ops)
     runner.on_all(cpus, plan)
     report = Report(cpus)
     report.files, report.file_differences = file_differences(work, cpus)

@@ -119,6 +119,8 @@ class OpTrace(TorchDispatchMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         tensors = [*tensors_of(result), *tensors_of(_written_arguments(func, args, kwargs))]
+        # Of uninitialised memory only the shape and type are the op's, not whatever it held.
+        contents = func.overloadpacket not in _UNINITIALISED
         digest = hashlib.sha256()
         for tensor in tensors:
             data = tensor.detach()
@@ -126,7 +128,8 @@ class OpTrace(TorchDispatchMode):
                 data = data.to_dense()
             data = data.cpu().contiguous().reshape(-1)
             digest.update(f"{data.dtype}{tuple(data.shape)}".encode())
-            digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+            if contents and data.numel():
+                digest.update(data.view(torch.uint8).numpy().tobytes())
         record = OpRecord(
             self.count, str(func), _caller(), digest.hexdigest(), [list(t.shape) for t in tensors]
         )
@@ -147,6 +150,17 @@ class OpTrace(TorchDispatchMode):
         if record.index == self.dump_at or self.count == self.max_ops:
             raise StageEnd  # the record says how far it got
         return result
+
+
+# Ops whose outputs are uninitialised memory (SpeechBrain's layers allocate their weights with
+# torch.empty, then initialise them): their bytes differ from run to run on any CPU.
+_UNINITIALISED = {
+    torch.ops.aten.empty,
+    torch.ops.aten.empty_like,
+    torch.ops.aten.empty_strided,
+    torch.ops.aten.new_empty,
+    torch.ops.aten.new_empty_strided,
+}
 
 
 class StageEnd(BaseException):  # noqa: N818 (not an error: the stage ends where it was told)

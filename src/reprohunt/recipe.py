@@ -13,6 +13,7 @@ its code before any job), the pipeline steps in the train env.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -180,6 +181,20 @@ def prepare_flags(options: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def prepare_command(recipe: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """The data preparation's argv after the interpreter, but for `--out DIR --overwrite`: the
+    recipe's `*_prepare.py` with the `data` options as flags, or, for a SpeechBrain recipe as
+    it is, the workflow's step that calls its prepare function (speechbrain_prepare.py)."""
+    if not recipe.get("speechbrain"):
+        return [str(Path(recipe["dir"]) / recipe["prepare"]), *prepare_flags(data)]
+    return [
+        speechbrain_recipe.script(speechbrain_recipe.PREPARE),
+        *("--recipe", recipe["dir"], "--prepare", recipe["prepare"]),
+        *("--settings", json.dumps(recipe["speechbrain"], sort_keys=True)),
+        *("--data", json.dumps(dict(data), sort_keys=True)),
+    ]
+
+
 def overrides(values: Mapping[str, Any]) -> list[str]:
     """``{"lr": 0.01}`` as ``["--lr", "0.01"]``, in key order, for the recipe's command line."""
     return [item for key, value in sorted(values.items()) for item in (f"--{key}", str(value))]
@@ -203,13 +218,10 @@ def command(
     speechbrain = recipe.get("speechbrain")
     if speechbrain:
         # A SpeechBrain recipe as it is runs under the runner, which writes its result file.
-        threads = str(speechbrain["num_threads"])
         argv = [
-            speechbrain_recipe.runner(),
-            "--result",
-            recipe["result"],
-            "--threads",
-            threads,
+            speechbrain_recipe.script(speechbrain_recipe.RUNNER),
+            *("--result", recipe["result"], "--threads", str(speechbrain["num_threads"])),
+            *("--numerics", recipe.get("numerics", "portable")),
             *argv,
         ]
     if trial:

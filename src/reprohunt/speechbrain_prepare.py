@@ -254,10 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare", required=True, help="its prepare file, relative to --recipe")
     parser.add_argument("--settings", required=True, help="recipe.speechbrain, as JSON")
     parser.add_argument("--data", required=True, help="the config's data section, as JSON")
-    parser.add_argument("--out", type=Path, required=True, help="the data folder to (re)build")
+    parser.add_argument("--out", type=Path, required=True, help="the data folder to build")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings) | {"prepare_file": args.prepare}
     out = args.out.resolve()
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        parser.error(f"--out {args.out} already exists; pass --overwrite to replace it")
     # Built in place: the recipe's function may record absolute paths, which a rename would
     # break. prepared.json, written last, is what marks the folder complete.
     shutil.rmtree(out, ignore_errors=True)

@@ -47,13 +47,14 @@ NOISE_DIR = "noise"
 # a URL it would copy the file onto itself and fail, so the recipe's URL is left as it is).
 NOISE_ARCHIVE = "data.zip"
 RUNNER = Path(__file__).with_name("speechbrain_run.py")
+PREPARE = Path(__file__).with_name("speechbrain_prepare.py")
 
 
-def runner() -> str:
-    """The runner's path as the recipe's command names it: relative to the working directory
-    when inside it (like the recipe's own paths), so a moved clone keeps its commands."""
+def script(path: Path) -> str:
+    """One of these scripts as a command names it: relative to the working directory when
+    inside it (like the recipe's own paths), so a moved clone keeps its commands."""
     here = Path.cwd()
-    return str(RUNNER.relative_to(here)) if RUNNER.is_relative_to(here) else str(RUNNER)
+    return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ SpeechBrain's `hpopt` (the objective, for Orion). This runner starts the recipe'
 - torch uses `--threads` CPU threads (the config's recipe.speechbrain.num_threads, default 1):
   SpeechBrain recipes leave the count to torch, which takes every core, and a float sum's
   last bits depend on how many threads share it, so a retrain and its audit would differ;
+- with `--numerics portable`, the float32 ops whose last bit depends on the CPU's vendor are
+  computed from IEEE-exact operations (reprohunt.portable_ops), as the default recipe does itself;
 - directory listings come back sorted while the recipe runs: SpeechBrain builds file lists
   (the noise set's CSV among them) in `os.listdir` order, which differs between file systems,
   and the recipe then draws from those lists by index.
@@ -25,15 +27,28 @@ starts scripts, starts it too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import runpy
 import sys
 from pathlib import Path
+
+
+def portable_math(portable: bool) -> contextlib.AbstractContextManager[object]:
+    """reprohunt.portable_ops's mode under the portable profile, nothing under native."""
+    if not portable:
+        return contextlib.nullcontext()
+    from reprohunt.portable_ops import PortableMath
+
+    return PortableMath()
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="speechbrain_run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--result", required=True, help="result file name in the output folder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
+    parser.add_argument(
+        "--numerics", choices=("portable", "native"), default="portable", help="(portable)"
+    )
     parser.add_argument("script", type=Path, help="the recipe's training script")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     options = parser.parse_args(argv)
@@ -53,7 +68,7 @@ def main(argv: list[str]) -> int:
 
     torch.set_num_threads(options.threads)
     records = speechbrain_result.install_hooks()
-    with sorted_listings():
+    with sorted_listings(), portable_math(options.numerics == "portable"):
         runpy.run_path(str(script), run_name="__main__")
     if records.hpopt_enabled:
         return 0

@@ -17,7 +17,13 @@ SRC = str(Path(workflow.current_basedir).parents[1] / "src")
 sys.path.insert(0, SRC)
 from hpopt.files import write_text_atomically
 from reprohunt.config_errors import ConfigError, check as check_config
-from reprohunt.recipe import RecipeContractError, check_space, describe, prepare_flags
+from reprohunt.recipe import (
+    RecipeContractError,
+    check_space,
+    describe,
+    prepare_command,
+    prepare_flags,
+)
 from reprohunt.numerics import NumericsError, check as check_numerics
 from reprohunt.runlock import RunLockError, check_free as check_run_free
 from reprohunt.runlock import hold as hold_run_lock

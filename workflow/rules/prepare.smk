@@ -25,17 +25,10 @@ if SPEECHBRAIN:
         params:
             python=TRAIN_PYTHON,
             numerics=config["numerics"],
-            recipe=RECIPE_DIR,
-            prepare=RECIPE["prepare"],
-            settings=json.dumps(SPEECHBRAIN, sort_keys=True),
-            data=json.dumps(config["data"], sort_keys=True),
+            command=shlex.join(prepare_command(RECIPE, config["data"])),
             out=lambda wildcards, output: Path(output.prepared).parent,
         shell:
-            logged(
-                "{params.python} -m reprohunt.speechbrain_prepare --recipe {params.recipe}"
-                " --prepare {params.prepare} --settings {params.settings:q}"
-                " --data {params.data:q} --out {params.out}"
-            )
+            logged("{params.python} {params.command} --out {params.out} --overwrite")
 
 else:
 
