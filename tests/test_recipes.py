@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from workflow_run import REPO, SNAKEMAKE, TRAIN_ENV
+from workflow_run import REPO, TRAIN_ENV
+from workflow_run import run_with_configfile as run_workflow
+from workflow_run import write_yaml as write
 
 from reprohunt.recipe import RecipeContractError, check_space, code_hashes, describe
 from reprohunt.result import ResultError, load
@@ -48,18 +49,6 @@ def user_config(recipe_dir: Path, **extra: object) -> dict:
         # the fewest final seeds the schema allows: 4 retrains per run, not 6
         "final": {"seeds": [1986, 1987]},
     } | extra
-
-
-def run_workflow(workdir: Path, config_file: Path, *args: str) -> subprocess.CompletedProcess:
-    """`snakemake --configfile FILE` from `workdir`, as a user would type it (plus --cores)."""
-    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
-    command += ["--configfile", str(config_file), *args]
-    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1200)
-
-
-def write(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def audit(workdir: Path) -> subprocess.CompletedProcess:

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from workflow_run import REPO, SNAKEMAKE
+from workflow_run import REPO
+from workflow_run import run_with_configfile as run_workflow
+from workflow_run import write_yaml as write
 
 from reprohunt.recipe import RecipeContractError, code_hashes, describe
 from reprohunt.result import ResultError
@@ -65,22 +66,11 @@ def config(recipe_dir: Path = RECIPE, **section: object) -> dict:
     }
 
 
-def run_workflow(workdir: Path, config_file: Path) -> subprocess.CompletedProcess:
-    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
-    command += ["--configfile", str(config_file)]
-    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1200)
-
-
 def audit(workdir: Path, hunt: bool = False) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "reprohunt.audit", "--results", "results/sb"]
     command += ["--workflow-python", str(WORKFLOW_PYTHON)]
     environment = os.environ | {"AUDIT_HUNT": "1" if hunt else "0"}
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=environment)
-
-
-def write(path: Path, document: dict) -> Path:
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
 
 
 def test_a_speechbrain_recipe_runs_by_config_alone_replays_and_its_audit_compares(

@@ -102,3 +102,18 @@ def snakemake(
         timeout=timeout,
         env=env,
     )
+
+
+def run_with_configfile(
+    workdir: Path, config_file: Path, *args: str
+) -> subprocess.CompletedProcess:
+    """`snakemake --configfile FILE` from `workdir`, as a user types it (plus --cores): the
+    file replaces config/config.yaml, so none of the default search space leaks into it."""
+    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
+    command += ["--configfile", str(config_file), *args]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1200)
+
+
+def write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
