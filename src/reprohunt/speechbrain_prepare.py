@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from hpopt.files import digest_of, disk_full_named, sha256_file, write_json_atomically
-from reprohunt.speechbrain_recipe import MANIFESTS_DIR, NOISE_ARCHIVE, NOISE_DIR, sorted_listings
+from reprohunt.speechbrain_recipe import (
+    MANIFESTS_DIR,
+    NOISE_ARCHIVE,
+    NOISE_DIR,
+    check_data,
+    sorted_listings,
+)
 
 FORMAT_VERSION = 1
 SAMPLE_RATE = 16000
@@ -167,11 +173,9 @@ def build(
     recipe_dir: Path, settings: Mapping[str, Any], data: Mapping[str, Any], out: Path
 ) -> dict[str, Any]:
     """Corpus, noise set and the recipe's manifests in `out`; returns prepared.json's summary."""
-    if data.get("source") != "synthetic":
-        raise PrepareError(
-            f"data.source: {data.get('source')!r}; a SpeechBrain recipe runs on the embedded "
-            "corpus (source: synthetic), the offline stand-in for mini-LibriSpeech"
-        )
+    problems = check_data(data, "the config")  # the Snakefile checked it; a by-hand call not
+    if problems:
+        raise PrepareError(problems[0])
     corpus = _synthetic_config(data.get("synthetic") or {})
     noise = NoiseConfig(**(data.get("noise") or {}))
     function = load_prepare_function(
