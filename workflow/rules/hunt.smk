@@ -70,13 +70,13 @@ rule hunt:
         f"{RESULTS}/logs/hunt.log",
     benchmark:
         f"{RESULTS}/benchmarks/hunt.tsv"
-    # One core per trial slot, so that the untuned baseline's runs (final stage) go alongside.
-    threads: min(CORES, config["hunt"]["n_workers"]) if PARALLEL_HUNTS == 1 else 1
     # The hunt is the run's critical path: it starts as soon as the data is ready, and the
     # untuned runs fill the other cores. Without it Snakemake sometimes started two or three
     # untuned runs first on 2 cores, and the whole run ended later (measured: the hunt began
     # 42 s late).
     priority: 10
+    # One core per trial slot, so that the untuned baseline's runs (final stage) go alongside.
+    threads: min(CORES, config["hunt"]["n_workers"]) if PARALLEL_HUNTS == 1 else 1
     params:
         python=TRAIN_PYTHON,
         numerics=config["numerics"],
