@@ -45,6 +45,13 @@ ALLOWED = {
     ("recipes/speaker_id/speaker_data/download.py", "_download_resumable", OPEN): (
         "a download's .part file, resumed in place; renamed once its hash checks"
     ),
+    ("recipes/speaker_id_sb/speaker_id_sb_prepare.py", "_write_json", OPEN): (
+        "a SpeechBrain recipe's manifests, written as SpeechBrain's recipes do; the prepare rule"
+        " builds a fresh data folder and writes prepared.json, the mark of a whole one, last"
+    ),
+    ("recipes/speaker_id_sb/speaker_id_sb_prepare.py", "_write_json", "json.dump("): (
+        "the same manifests"
+    ),
     ("recipes/speaker_id/speaker_data/featstore.py", "reserve", OPEN): (
         "r+b: allocates the disk blocks of a memory-mapped file the step is building"
     ),
