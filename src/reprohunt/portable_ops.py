@@ -21,14 +21,15 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from reprohunt.speechbrain_recipe import SPEAKER_ID_RECIPE
+
 # sqrt and log10 are the default recipe's own (its data package, the embedded corpus's too).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "speaker_id"))
+sys.path.insert(0, str(SPEAKER_ID_RECIPE))
 from speaker_data.portable_math import log10, sqrt  # noqa: E402
 
 # Cody-Waite reduction by pi/2 in three parts, each with trailing zero bits, so that k * part is

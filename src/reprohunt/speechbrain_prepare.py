@@ -40,14 +40,13 @@ from reprohunt.speechbrain_recipe import (
     MANIFESTS_DIR,
     NOISE_ARCHIVE,
     NOISE_DIR,
+    SPEAKER_ID_RECIPE,
     check_data,
     sorted_listings,
 )
 
 FORMAT_VERSION = 1
 SAMPLE_RATE = 16000
-# The embedded corpus's generator lives with the speaker-id recipe, whose prepare script uses it.
-EMBEDDED_CORPUS = Path(__file__).resolve().parents[2] / "recipes" / "speaker_id"
 # A fixed time for the archive's members, so the same noise set gives the same data.zip bytes.
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -155,7 +154,7 @@ def prepare_kwargs(
 
 
 def _synthetic_config(options: Mapping[str, Any]) -> Any:
-    sys.path.insert(0, str(EMBEDDED_CORPUS))
+    sys.path.insert(0, str(SPEAKER_ID_RECIPE))
     from speaker_data.synthetic import SyntheticConfig
 
     known = {item.name for item in fields(SyntheticConfig)}

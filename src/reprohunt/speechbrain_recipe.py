@@ -46,6 +46,9 @@ NOISE_DIR = "noise"
 # noise folder holds it, SpeechBrain neither downloads nor unpacks (given a local path instead of
 # a URL it would copy the file onto itself and fail, so the recipe's URL is left as it is).
 NOISE_ARCHIVE = "data.zip"
+# The speaker-id recipe's folder: its data package (speaker_data) holds the embedded corpus's
+# generator and the IEEE-exact sqrt and log10, which SpeechBrain recipes use too.
+SPEAKER_ID_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "speaker_id"
 RUNNER = Path(__file__).with_name("speechbrain_run.py")
 PREPARE = Path(__file__).with_name("speechbrain_prepare.py")
 

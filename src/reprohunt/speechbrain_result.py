@@ -105,8 +105,7 @@ def install_hooks() -> Records:
 
     def enter_and_record(context: Any) -> Any:
         records.objective_key = context.reporter_kwargs.get("objective_key")
-        entered = enter(context)
-        return entered
+        return enter(context)
 
     exit_ = sb_hpopt.HyperparameterOptimizationContext.__exit__
 

@@ -26,6 +26,7 @@ from reprohunt.recipe import (
 )
 from reprohunt.numerics import NumericsError, check as check_numerics
 from reprohunt.runlock import RunLockError, check_free as check_run_free
+from reprohunt.speechbrain_recipe import SPEAKER_ID_RECIPE
 from reprohunt.runlock import hold as hold_run_lock
 
 # The config file actually used: a --configfile replaces config/config.yaml (see Snakefile).

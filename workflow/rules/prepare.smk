@@ -1,9 +1,7 @@
 # A SpeechBrain recipe as it is (recipe.speechbrain) does not follow the data contract itself:
 # the workflow builds its data folder, on the embedded corpus, and calls its prepare function.
 SPEECHBRAIN = RECIPE.get("speechbrain")
-EMBEDDED_CORPUS = sorted(
-    (Path(SRC).parent / "recipes/speaker_id/speaker_data").glob("*.py")
-)
+EMBEDDED_CORPUS = sorted((SPEAKER_ID_RECIPE / "speaker_data").glob("*.py"))
 
 
 if SPEECHBRAIN:
