@@ -26,20 +26,28 @@ objective = _trial_script.objective
 
 
 def run(
-    tmp_path: Path, name: str, algorithm: dict[str, Any], space: dict[str, str], max_trials: int
+    tmp_path: Path,
+    name: str,
+    algorithm: dict[str, Any],
+    space: dict[str, str],
+    max_trials: int,
+    n_workers: int = 1,
+    sleep_s: float = 0.0,
 ) -> tuple[dict[str, Any], list[Any]]:
     """Run `orion hunt` (the orion script under this interpreter, whatever its shebang says,
-    with none of an enclosing trial's variables); the experiment's configuration and trials."""
+    with none of an enclosing trial's variables) with `n_workers`, each trial sleeping up to
+    `sleep_s`; the experiment's configuration and trials."""
     from orion.client import get_experiment
 
     config = tmp_path / "orion.yaml"
     config.write_text(yaml.safe_dump({"experiment": {"algorithm": algorithm, "max_broken": 1}}))
     storage = storage_config({"type": "pickleddb"}, tmp_path)
-    env = os.environ | storage_env(storage)
+    env = os.environ | storage_env(storage) | {"TRIAL_SLEEP_S": str(sleep_s)}
     for variable in [n for n in env if n.startswith(("HPOPT_", "ORION_EXP", "ORION_TRIAL"))]:
         del env[variable]
     command = [sys.executable, str(ORION), "hunt", "-n", name, "-c", str(config)]
     command += ["--exp-max-trials", str(max_trials), "--working-dir", str(tmp_path / "work")]
+    command += ["--n-workers", str(n_workers)]
     command += [sys.executable, str(TRIAL_SCRIPT)]
     command += [f"--{key}~{prior}" for key, prior in space.items()]
     finished = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -19,15 +19,27 @@ by name::
 (its seed comes from ``seed``). Optuna only proposes: Orion keeps the trials, the storage, the
 workers and the budget, and this class keeps no state beyond Orion's registry of trials. At
 every suggestion it rebuilds an in-memory Optuna study from the registry, in the order Orion
-registered the trials (completed ones with their objective, broken ones as failed, pending ones
-as running), and asks a sampler seeded from (``seed``, number of registered trials, attempt:
-a proposal Orion already has is asked again). A hunt restores the algorithm from its storage
-before every step; the registry is all that is restored, so a seeded hunt replays the same
-trials.
+registered the trials, and asks a sampler seeded from (``seed``, the new trial's number,
+attempt: a proposal Orion already has is asked again). A hunt restores the algorithm from its
+storage before every step; the registry is all that is restored, so a seeded hunt replays the
+same trials.
+
+``batch`` (default 1) makes a parallel hunt replay too. Why: with several workers, Orion asks
+for a trial whenever a worker frees up, so what the sampler has seen depends on which trials
+happened to finish first, and no second run proposes the same sequence (neither Orion, Optuna
+nor Ray Tune offers a parallel search that replays). Here trial ``i`` is proposed from the
+results of trials ``0 … i - batch`` exactly, the ``batch - 1`` trials before it counted as
+running whatever their state, and not before all of those results are in: until then a worker
+is told to wait. The sequence is thus a function of the seed, ``batch`` and the trials' results,
+whatever the number of workers or the order trials finish in; ``batch`` workers keep busy
+(a sliding window: a worker waits only while a trial ``batch`` places back is still running).
+``batch: 1`` is the sequential search. At most ``max_trials`` trials that did not break are
+proposed, so the number of trials does not depend on timing either.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +64,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Orion's trial status -> the Optuna state a sampler reads it as.
 _STATES = {"completed": TrialState.COMPLETE, "broken": TrialState.FAIL}
+# Why a pause before "wait": Orion's runner asks again at once (its loop polls every 10 ms),
+# reloading the whole experiment each time; a waiting worker would take the CPU its trials need.
+WAIT_S = 0.5
 
 
 def distribution(dimension: Any) -> BaseDistribution:
@@ -90,6 +105,7 @@ class Optuna(BaseAlgorithm):
         seed: Seed = None,
         sampler: str = "TPESampler",
         options: dict[str, Any] | None = None,
+        batch: int = 1,
     ):
         samplers = {
             name: value
@@ -102,7 +118,11 @@ class Optuna(BaseAlgorithm):
             )
         if options and "seed" in options:
             raise ValueError("optuna: give the seed as the algorithm's `seed`, not in `options`")
-        super().__init__(space, seed=seed, sampler=sampler, options=dict(options or {}))
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"optuna: batch must be a positive integer, got {batch!r}")
+        super().__init__(
+            space, seed=seed, sampler=sampler, options=dict(options or {}), batch=batch
+        )
         self.distributions = {name: distribution(dim) for name, dim in space.items()}
         # Every sampler of optuna.samplers but the base class takes `seed` (BaseSampler: none).
         self._sampler_class: Callable[..., optuna.samplers.BaseSampler] = samplers[sampler]
@@ -111,40 +131,60 @@ class Optuna(BaseAlgorithm):
         """Keep the seed: every suggestion's sampler is seeded from it (module docstring)."""
         self.seed = seed
 
-    def _sampler_seed(self, attempt: int) -> int | None:
-        """From (seed, registered trials, attempt): a restored algorithm derives the same."""
+    def _sampler_seed(self, number: int, attempt: int) -> int | None:
+        """From (seed, the new trial's number, attempt): a restored algorithm derives the same."""
         if self.seed is None:
             return None
         entropy = [self.seed] if isinstance(self.seed, int) else list(self.seed)
-        sequence = numpy.random.SeedSequence([*entropy, len(self.registry), attempt])
+        sequence = numpy.random.SeedSequence([*entropy, number, attempt])
         return int(sequence.generate_state(1)[0])
 
-    def _frozen(self, trial: Trial) -> FrozenTrial:
+    def _frozen(self, trial: Trial, known: bool) -> FrozenTrial:
+        """``trial`` as the sampler sees it; not ``known``: running, whatever its state."""
         params = {name: trial.params[name] for name in self.distributions}
-        state = _STATES.get(trial.status, TrialState.RUNNING)
+        state = _STATES.get(trial.status, TrialState.RUNNING) if known else TrialState.RUNNING
         # Orion completes a trial only with its objective (else it is broken).
         value = trial.objective.value if state == TrialState.COMPLETE else None
         return create_trial(
             params=params, distributions=self.distributions, state=state, value=value
         )
 
-    def _study(self, attempt: int) -> optuna.Study:
-        sampler = self._sampler_class(seed=self._sampler_seed(attempt), **self.options)
+    def _study(self, trials: list[Trial], attempt: int) -> optuna.Study:
+        """The study that proposes trial ``len(trials)``: results up to ``batch`` places back."""
+        number = len(trials)
+        sampler = self._sampler_class(seed=self._sampler_seed(number, attempt), **self.options)
         study = optuna.create_study(sampler=sampler, direction="minimize")
-        study.add_trials([self._frozen(trial) for trial in self.registry])
+        known = number - self.batch
+        study.add_trials([self._frozen(t, i <= known) for i, t in enumerate(trials)])
         return study
 
+    def _blocked(self, trials: list[Trial]) -> bool:
+        """Whether trial ``len(trials)`` must wait: a result it is proposed from is not in yet,
+        or ``max_trials`` trials that did not break are proposed already."""
+        known = len(trials) - self.batch
+        if any(t.status not in _STATES for t in trials[: max(0, known + 1)]):
+            return True
+        proposed = sum(t.status != "broken" for t in trials)
+        return self.max_trials is not None and proposed >= self.max_trials
+
     def suggest(self, num: int) -> list[Trial]:
-        """Up to ``num`` new trials, one Optuna ``ask`` each; a proposal Orion already has (a
-        sampler may repeat a point of a small space) is asked again, at most 100 times."""
-        trials: list[Trial] = []
+        """Up to ``num`` new trials, one Optuna ``ask`` each; none while they must wait (module
+        docstring). A proposal Orion already has (a sampler may repeat a point of a small
+        space) is asked again, at most 100 times."""
+        suggested: list[Trial] = []
         retries = 0
-        while len(trials) < num and not self.is_done and retries < 100:
-            asked = self._study(retries).ask(self.distributions)
+        while len(suggested) < num and not self.is_done and retries < 100:
+            trials = list(self.registry)
+            if self._blocked(trials):
+                if not suggested:
+                    time.sleep(WAIT_S)
+                break
+            asked = self._study(trials, retries).ask(self.distributions)
             trial = dict_to_trial(dict(asked.params), self.space)
             if self.has_suggested(trial):
                 retries += 1
                 continue
             self.register(trial)
-            trials.append(trial)
-        return trials
+            suggested.append(trial)
+            retries = 0
+        return suggested
