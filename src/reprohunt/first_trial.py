@@ -5,9 +5,10 @@ than it, and a model-based algorithm (TPE) that happens to draw no good point am
 first trials keeps refining a poor region. SMAC puts the default configuration into its initial
 design; Optuna's `enqueue_trial` and Ray Tune's `points_to_evaluate` do the same. The point is
 inserted once, into an experiment that has no trial yet, before `orion hunt` runs: its worker
-runs it first (Orion reserves a waiting trial before asking the algorithm), and the algorithm
-observes its result like any other trial's. A key whose train.yaml value is not a plain number
-or string, or lies outside its prior, leaves the hunt without it (said in the log).
+runs it first (Orion reserves a waiting trial before asking the algorithm); the algorithm
+registers it at once as its first trial and observes its result like any other trial's. A key
+whose train.yaml value is not a plain number or string, or lies outside its prior, leaves the
+hunt without it (said in the log).
 """
 
 from __future__ import annotations
@@ -66,5 +67,10 @@ def insert(
     if existing:
         return False
     experiment = get_experiment(name, mode="w", storage=storage)
-    experiment.insert({f"/{key}": value for key, value in point.items()})
+    trial = experiment.insert({f"/{key}": value for key, value in point.items()})
+    # The algorithm registers it now, as trial 0: otherwise it learns of it only when its
+    # result comes, after the trials other workers asked for meanwhile, and the trials'
+    # numbering (which a batched search is seeded and windowed by) would depend on timing.
+    # Orion's producer is the client's own way to have the algorithm observe a trial.
+    experiment._producer.observe(trial)  # pylint: disable=protected-access
     return True

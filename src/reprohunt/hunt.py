@@ -116,9 +116,8 @@ def note_departures(hunt_dir: Path, name: str, messages: list[str]) -> None:
 
 
 def replay(spec: HuntSpec, hunt_dir: Path, state: ExperimentState) -> Replay:
-    """Whether re-running this hunt must give the same trials: one worker, a seeded algorithm,
-    and no trial that broke or was taken back from a dead worker and run again."""
-    ((_, options),) = spec.algorithm.items()
+    """Whether re-running this hunt must give the same trials (HuntSpec.replays), and no trial
+    broke or was retried after breaking."""
     departures = []
     record = departures_file(hunt_dir, state.name)
     if record.exists():
@@ -126,7 +125,7 @@ def replay(spec: HuntSpec, hunt_dir: Path, state: ExperimentState) -> Replay:
     broken = state.status_counts.get("broken", 0)
     if broken:
         departures.append(f"{broken} trial(s) broke")
-    expected = spec.sequential and (options or {}).get("seed") is not None
+    expected = spec.replays
     return Replay(expected=expected, intact=expected and not departures, departures=departures)
 
 
@@ -319,11 +318,11 @@ def join_hunt(
         if spec.pickled:  # alone: no live hunter can be between a trial's result and its record
             dbguard.check(hunt_dir)
         messages = clear_stale_db_lock(hunt_dir) if spec.pickled else []
-        trial_messages = recover_dead_workers(storage, name, spec.max_broken)
-        for message in messages + trial_messages:
+        recovered = recover_dead_workers(storage, name, spec.max_broken)
+        for message in messages + recovered.messages:
             print(f"recovery: {message}", flush=True)
-        if trial_messages:  # retried trials: the seeded sequence no longer replays
-            note_departures(hunt_dir, name, trial_messages)
+        if recovered.departures:  # retried broken trials: the seeded sequence no longer replays
+            note_departures(hunt_dir, name, recovered.departures)
         if spec.start_with_train_yaml:
             start_with_train_yaml(spec, command, env, storage, name)
 

@@ -18,6 +18,7 @@ Lustre mounted with `flock`, GPFS, BeeGFS with global locks): see docs/scaling-o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import socket
@@ -108,12 +109,24 @@ def clear_stale_db_lock(hunt_dir: Path) -> list[str]:
     return [f"removed stale PickledDB lock {lock} ({reason})"]
 
 
-def recover_dead_workers(storage: dict[str, Any], name: str, max_broken: int) -> list[str]:
-    """Return dead workers' trials to the pool and free the algorithm lock (call under proof).
+@dataclasses.dataclass
+class Recovered:
+    """What recover_dead_workers did: every step (for the log), and those after which the hunt
+    no longer replays a straight run's trials (for its replay record)."""
 
-    Broken trials are retried only when there are `max_broken` of them, i.e. when the experiment
-    would stop at once: a rerun after a failed hunt then tries again (each trial log is appended
-    to), while a hunt that merely had a few broken trials keeps them as its record.
+    messages: list[str] = dataclasses.field(default_factory=list)
+    departures: list[str] = dataclasses.field(default_factory=list)
+
+
+def recover_dead_workers(storage: dict[str, Any], name: str, max_broken: int) -> Recovered:
+    """Return dead workers' trials to the pool, free the algorithm lock and bring the
+    algorithm's registry up to date with the storage (call under proof).
+
+    A trial returned to the pool runs again from its own checkpoint, to the same result, so the
+    hunt still replays. Broken trials are retried only when there are `max_broken` of them,
+    i.e. when the experiment would stop at once: a rerun after a failed hunt then tries again
+    (each trial log is appended to), while a hunt that merely had a few broken trials keeps them
+    as its record. A retried broken trial is a departure: a straight run learned it broke.
     """
     from orion.core.io.experiment_builder import ExperimentBuilder
     from orion.core.utils.exceptions import NoConfigurationError
@@ -122,21 +135,39 @@ def recover_dead_workers(storage: dict[str, Any], name: str, max_broken: int) ->
     try:
         experiment = builder.load(name=name, mode="w")
     except NoConfigurationError:
-        return []
+        return Recovered()
     db = builder.storage
-    messages = []
+    done = Recovered()
     reserved = db.update_trials(experiment, where={"status": "reserved"}, status="interrupted")
     if reserved:
-        messages.append(f"{reserved} trial(s) reserved by a dead worker returned to the pool")
+        done.messages.append(f"{reserved} trial(s) reserved by a dead worker returned to the pool")
     broken = db.count_broken_trials(experiment)
     if broken >= max_broken:
         db.update_trials(experiment, where={"status": "broken"}, status="interrupted")
-        messages.append(
+        retried = (
             f"{broken} broken trial(s) of an earlier run will be retried "
             f"(max_broken {max_broken} was reached)"
         )
+        done.messages.append(retried)
+        done.departures.append(retried)
     lock = db.get_algorithm_lock_info(uid=experiment.id)
     if lock is not None and lock.locked:
         db.release_algorithm_lock(uid=experiment.id)
-        messages.append("released the algorithm lock left by a dead worker")
-    return messages
+        done.messages.append("released the algorithm lock left by a dead worker")
+    resync_algorithm(experiment)
+    return done
+
+
+def resync_algorithm(experiment: Any) -> None:
+    """Have the algorithm observe every trial as the storage holds it now.
+
+    Why: Orion records a result in the storage first and in the algorithm's registry after; a
+    worker killed between the two leaves the algorithm believing a completed trial is still
+    running, and a trial returned to the pool above is still `reserved` in it. A search that
+    waits for results (orion_optuna's batch) would wait for ever, a sequential one would
+    propose from a stale history. Orion's observe updates registered trials in place, so
+    the trials' order, which the search is seeded by, is kept.
+    """
+    trials = experiment.fetch_trials(with_evc_tree=False)
+    with experiment.acquire_algorithm_lock() as algorithm:
+        algorithm.observe(trials)
