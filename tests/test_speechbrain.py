@@ -115,7 +115,7 @@ def test_a_speechbrain_recipe_runs_by_config_alone_replays_and_its_audit_compare
     checked = audit(tmp_path, hunt=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
     assert "running in the result's train env" in checked.stdout
-    assert "PASS  hunt re-run finds the same best params" in checked.stdout
+    assert "PASS  hunt re-run gives the same trials and best" in checked.stdout
     assert "PASS  retraining reproduces the final runs" in checked.stdout
 
     tampered_path = results / "final/untuned/seed101/metrics.json"

@@ -21,7 +21,7 @@ under `<results>/audit/`.
    the record and against the comparison recomputed from the per-seed results (reprohunt.compare),
    so a tampered per-seed file (of any seed) or comparison fails;
 5. with AUDIT_HUNT=1: the whole hunt re-run as a new experiment, which must find the same best
-   params (a seeded sequential search replays its trial sequence);
+   params and the same trials (a seeded search replays its trial sequence: HuntSpec.replays);
 6. when the repository publishes a result for this experiment (`published/<name>.json`), how the
    run compares with it (reprohunt.published), as INFO: a run of another configuration or on
    other data is no wrong run, so this never fails the audit.
@@ -55,6 +55,8 @@ from reprohunt.records import (
     HuntSummary,
     Provenance,
     RecordError,
+    TrialRecord,
+    load_trials,
 )
 from reprohunt.result import Result, ResultError
 from reprohunt.result import load as load_result
@@ -292,7 +294,8 @@ def comparison_problems(results: Path, recorded: FinalStage) -> list[str]:
 
 
 def hunt_problems(results: Path, spec: HuntSpec, provenance: Provenance) -> list[str]:
-    """Re-run the hunt as experiment `<name>-audit` under audit/ and compare the best params."""
+    """Re-run the hunt as experiment `<name>-audit` under audit/ and compare its trials, in
+    order, and the best params."""
     from reprohunt import best, hunt
 
     audit_hunt = results / "audit" / "hunt"
@@ -313,12 +316,28 @@ def hunt_problems(results: Path, spec: HuntSpec, provenance: Provenance) -> list
     except (hunt.HuntFailure, best.NoCompletedTrial) as error:
         return [f"the audit hunt failed: {error}"]
     recorded = provenance.best
-    problems = []
+    problems = trial_sequence_problems(
+        load_trials(results / "hunt" / "trials.json"), load_trials(audit_hunt / "trials.json")
+    )
     if found.params != recorded.params:
         problems.append(f"best params: recorded {recorded.params}, re-run found {found.params}")
     if found.objective != recorded.objective:
         problems.append(f"best objective: recorded {recorded.objective}, re-run {found.objective}")
     return problems
+
+
+def trial_sequence_problems(recorded: list[TrialRecord], rerun: list[TrialRecord]) -> list[str]:
+    """The first trial (in the order they were proposed) whose status, params or objective the
+    re-run did not give again, or a different number of trials. Ids differ by design: Orion
+    derives them from the experiment's name, and the re-run is experiment `<name>-audit`."""
+    for number, (mine, theirs) in enumerate(zip(recorded, rerun, strict=False)):
+        was = (mine.status, mine.params, mine.objective)
+        now = (theirs.status, theirs.params, theirs.objective)
+        if was != now:
+            return [f"trial {number} (hunt/trials.json {mine.id}): recorded {was}, re-run {now}"]
+    if len(recorded) != len(rerun):
+        return [f"trials: {len(recorded)} recorded in hunt/trials.json, {len(rerun)} re-run"]
+    return []
 
 
 def published_check(results: Path) -> list[dict[str, Any]]:
@@ -363,8 +382,11 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
     skip = None
     if not rerun_hunt:
         skip = "set AUDIT_HUNT=1 to re-run the hunt"
-    elif not spec.sequential:
-        skip = "parallel trials do not replay a trial sequence; needs one worker, one hunt"
+    elif not spec.replays:
+        skip = (
+            "this hunt does not replay a trial sequence: it needs a seeded algorithm, and one "
+            "trial at a time unless the algorithm is `optuna` (whose batch makes it replay)"
+        )
     elif (replay := provenance.orion.replay) and replay.expected and not replay.intact:
         skip = (
             "the recorded hunt departed from its seeded trial sequence, so a re-run cannot "
@@ -372,7 +394,7 @@ def audit(results: Path, workflow_python: str, locks: Path, rerun_hunt: bool) ->
         )
     checks.append(
         check(
-            "hunt re-run finds the same best params",
+            "hunt re-run gives the same trials and best",
             [] if skip else hunt_problems(results, spec, provenance),
             skip,
         )

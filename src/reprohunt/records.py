@@ -140,9 +140,13 @@ class HuntSpec:
         return self.n_workers * self.parallel_hunts
 
     @property
-    def sequential(self) -> bool:
-        """One trial at a time: what a seeded search needs to replay its trial sequence."""
-        return self.trial_slots == 1
+    def replays(self) -> bool:
+        """Whether a re-run must propose the same trials: a seeded search, and one trial at a
+        time unless the search does not depend on when trials finish (the `optuna` algorithm,
+        whose `batch` fixes what each proposal sees: reprohunt.orion_optuna)."""
+        ((name, options),) = self.algorithm.items()
+        seeded = (options or {}).get("seed") is not None
+        return seeded and (self.trial_slots == 1 or name == "optuna")
 
     @property
     def pickled(self) -> bool:
