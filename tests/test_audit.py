@@ -54,8 +54,8 @@ def test_untouched_run_audits_pass(tiny_run: Path, tmp_path: Path) -> None:
     assert statuses["data and features re-hashed"] == "PASS"
     # One seed of each arm retrained, in the audit's own folder.
     assert sorted(p.name for p in (workdir / EXPERIMENT / "audit/final").iterdir()) == [
-        "tuned-seed1986",
-        "untuned-seed1986",
+        "tuned-seed1987",
+        "untuned-seed1987",
     ]
     assert re.search(r"^PASS\s+train env matches lock and record", run.stdout, re.M)
 

@@ -72,7 +72,7 @@ def test_smoke_fast_benchmarks_write_results_and_the_table(tmp_path: Path) -> No
 def test_smoke_workflow_benchmarks(tmp_path: Path) -> None:
     table, results = smoke(tmp_path, SLOW)
     assert results["e2e"]["hunt"]["same_trials"] is True
-    assert set(results["e2e"]["rules"]) >= {"prepare", "hunt", "retrain_tuned_seed1986"}
+    assert set(results["e2e"]["rules"]) >= {"prepare", "hunt", "retrain_tuned_seed1987"}
     assert results["scaling"]["runs"]["2"]["completed"] >= 2
     assert "5. Default hunt" in table and "4. Completed trials per hour" in table
     value = results["search_value"]

@@ -303,7 +303,7 @@ def test_every_rule_is_a_slurm_job_and_provenance_records_it(
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
         # The plugin's comment is rule_<rule>, or rule_<rule>_<wildcard values> (retrain's
-        # rule_retrain_tuned_1986): the longest rule name it starts with.
+        # rule_retrain_tuned_1987): the longest rule name it starts with.
         comment = job["Comment"].removeprefix("rule_")
         rule = max((r for r in SLURM_RULES if comment == r or comment.startswith(f"{r}_")), key=len)
         by_rule.setdefault(rule, []).append(job)

@@ -29,9 +29,17 @@ def without_coverage(environment: dict[str, str]) -> dict[str, str]:
 # schema allows (2: the comparison needs a spread), so the final stage is 4 retrains, not 6.
 TINY = {
     "data": {"synthetic": {"seed": 7, "n_speakers": 4, "utts_per_speaker": 8}},
-    "final": {"seeds": [1986, 1987]},
+    "final": {"seeds": [1987, 1988]},
     "hunt": {
-        "algorithm": {"random": {"seed": 3}},
+        # The default's algorithm and batch, so that every tiny run's hunt is a parallel one
+        # that must replay (2 workers with --cores 2).
+        "algorithm": {
+            "optuna": {
+                "seed": 3,
+                "options": {"multivariate": True, "n_startup_trials": 2},
+                "batch": 2,
+            }
+        },
         "max_trials": 3,
         "max_broken": 2,
         "warm_launcher": True,

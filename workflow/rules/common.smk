@@ -134,7 +134,7 @@ def hunt_spec() -> dict:
         "algorithm": hunt["algorithm"],
         "max_trials": hunt["max_trials"],
         "max_broken": hunt["max_broken"],
-        "n_workers": hunt["n_workers"],
+        "n_workers": hunt_workers(),
         "parallel_hunts": hunt["parallel_hunts"],
         "heartbeat": hunt["heartbeat"],
         "trial_timeout": hunt.get("trial_timeout"),
@@ -175,6 +175,15 @@ def logged(command: str) -> str:
 # The final stage (workflow/rules/retrain.smk): tuned and untuned runs at each of these seeds.
 FINAL_SEEDS = config["final"]["seeds"]
 BEST = f"{RESULTS}/hunt/best.json"
+TRIAL_SEED = config["recipe"]["seed"]
+if TRIAL_SEED in FINAL_SEEDS and not config["final"]["allow_trial_seed"]:
+    raise WorkflowError(
+        f"{CONFIG_FILE}: final.seeds holds {TRIAL_SEED}, which is recipe.seed, the seed every "
+        "hunt trial trains with. There the tuned run is the very trial that won the selection, "
+        "the best of hunt.max_trials noisy results, and it flatters the tuned arm (the winner's "
+        f"curse). Fix: drop {TRIAL_SEED} from final.seeds, or set final.allow_trial_seed: true "
+        "to keep it knowingly."
+    )
 
 
 def final_result(arm: str, seed: int) -> str:
@@ -190,6 +199,27 @@ def final_threads() -> int:
         return RECIPE["speechbrain"]["num_threads"]
     threads = str(RECIPE["args"].get("num_threads", 1))
     return max(1, int(threads)) if threads.isdigit() else CORES
+
+
+def hunt_workers() -> int:
+    """hunt.n_workers, `auto` resolved: the `optuna` algorithm's batch (a parallel hunt that
+    replays: src/reprohunt/orion_optuna.py) shared by the hunt processes, capped by the trials
+    the listed GPUs or this run's --cores hold at once; 1 for any other algorithm, whose
+    parallel trials would depend on timing. A cluster executor has no --cores here (CORES is
+    1): set n_workers there."""
+    hunt = config["hunt"]
+    if hunt["n_workers"] != "auto":
+        return hunt["n_workers"]
+    ((name, options),) = hunt["algorithm"].items()
+    if name != "optuna":
+        return 1
+    batch = (options or {}).get("batch", 1)
+    wanted = -(-batch // hunt["parallel_hunts"])
+    gpus = hunt.get("gpus")
+    if isinstance(gpus, list) and gpus:
+        per_trial = config.get("trial", {}).get("gpus_per_trial", 1)
+        return max(1, min(wanted, len(gpus) // per_trial))
+    return max(1, min(wanted, CORES // final_threads()))
 
 
 def rebuilt(path: str, since: float) -> bool:

@@ -76,7 +76,7 @@ rule hunt:
     # 42 s late).
     priority: 10
     # One core per trial slot, so that the untuned baseline's runs (final stage) go alongside.
-    threads: min(CORES, config["hunt"]["n_workers"]) if PARALLEL_HUNTS == 1 else 1
+    threads: min(CORES, hunt_workers()) if PARALLEL_HUNTS == 1 else 1
     params:
         python=TRAIN_PYTHON,
         numerics=config["numerics"],
