@@ -65,7 +65,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Orion's trial status -> the Optuna state a sampler reads it as.
 _STATES = {"completed": TrialState.COMPLETE, "broken": TrialState.FAIL}
 # Why a pause before "wait": Orion's runner asks again at once (its loop polls every 10 ms),
-# reloading the whole experiment each time; a waiting worker would take the CPU its trials need.
+# reloading the whole experiment each time, so a waiting worker would take the CPU its trials
+# need. Once per time Orion loads the algorithm: Orion's InsistSuggest wrapper asks up to 100
+# times in a row before it gives up, and a pause at each held a result back 50 s (measured).
 WAIT_S = 0.5
 
 
@@ -126,6 +128,12 @@ class Optuna(BaseAlgorithm):
         self.distributions = {name: distribution(dim) for name, dim in space.items()}
         # Every sampler of optuna.samplers but the base class takes `seed` (BaseSampler: none).
         self._sampler_class: Callable[..., optuna.samplers.BaseSampler] = samplers[sampler]
+        self._paused = False  # since Orion last loaded this algorithm (WAIT_S)
+
+    def set_state(self, state_dict: dict) -> None:
+        """Orion loads the algorithm from its storage before every step: a new step may pause."""
+        super().set_state(state_dict)
+        self._paused = False
 
     def seed_rng(self, seed: Seed) -> None:
         """Keep the seed: every suggestion's sampler is seeded from it (module docstring)."""
@@ -176,8 +184,9 @@ class Optuna(BaseAlgorithm):
         while len(suggested) < num and not self.is_done and retries < 100:
             trials = list(self.registry)
             if self._blocked(trials):
-                if not suggested:
+                if not suggested and not self._paused:
                     time.sleep(WAIT_S)
+                    self._paused = True
                 break
             asked = self._study(trials, retries).ask(self.distributions)
             trial = dict_to_trial(dict(asked.params), self.space)
