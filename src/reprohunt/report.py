@@ -197,6 +197,21 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def seeds_text(trial_seed: int, final_seeds: list[int]) -> str:
+    """Why the final stage's seeds leave out the trials' seed, or what it means that they don't."""
+    if trial_seed not in final_seeds:
+        return (
+            f"The hunt's trials trained at seed {trial_seed}, which the final seeds leave out: "
+            "there the tuned run would be the very trial that won the selection, the best of "
+            "many noisy results, and would flatter the tuned arm (the winner's curse)."
+        )
+    return (
+        f"<b>The final seeds include {trial_seed}, the seed the hunt's trials trained at</b> "
+        "(final.allow_trial_seed): the tuned run at that seed is the very trial that won the "
+        "selection, so the tuned arm is flattered there (the winner's curse)."
+    )
+
+
 def image(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -207,9 +222,15 @@ def replay_text(replay: Replay | None) -> str:
     if replay is None:
         return "Not recorded (the result predates the replay check)."
     if replay.intact:
-        return "Seeded, one worker, nothing retried: a re-run replays this trial sequence."
+        return (
+            "Seeded, proposed independently of when trials finished (one at a time, or the "
+            "optuna algorithm's batch), nothing retried: a re-run replays this trial sequence."
+        )
     if not replay.expected:
-        return "Parallel or unseeded: a re-run finds its own trial sequence."
+        return (
+            "Unseeded, or several trials at once with an algorithm that proposes as workers "
+            "free up: a re-run finds its own trial sequence."
+        )
     departures = html.escape("; ".join(replay.departures))
     return f"<b>The trial sequence departed from the seeded one</b> ({departures})."
 
@@ -322,7 +343,8 @@ def render(files: ReportFiles, params_svg: str) -> str:
 <p>The best params (tuned) and <code>train.yaml</code> as shipped (untuned), each retrained at
 the seeds {html.escape(", ".join(map(str, comparison.seeds)))} on the same data; differences
 are tuned − untuned of <code>{html.escape(comparison.metric)}</code> (minimised), paired by
-seed, with a Student-t interval. The verdict is about the {comparison.verdict_split} split.</p>
+seed, with a Student-t interval. The verdict is about the {comparison.verdict_split} split.
+{seeds_text(provenance.seeds.recipe, comparison.seeds)}</p>
 <p><b>{html.escape(comparison.verdict_text)}</b></p>
 {image(files.comparison_plot, "tuned against untuned, mean and std with each seed's run")}
 {comparison_tables(comparison)}
