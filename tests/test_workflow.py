@@ -48,6 +48,16 @@ def test_one_letter_space_key_is_refused(tmp_path: Path) -> None:
 BAD_CONFIGS = {
     "budget": ({"hunt": {"max_trials": -3}}, "hunt.max_trials", "fix: set it to 1 or more"),
     "seeds": ({"final": {"seeds": [1, 1]}}, "final.seeds", "fix: list each value once"),
+    "trial_seed_in_final_seeds": (
+        {"final": {"seeds": [1986, 1987]}},
+        "final.seeds holds 1986, which is recipe.seed",
+        "Fix: drop 1986 from final.seeds, or set final.allow_trial_seed: true",
+    ),
+    "n_workers": (
+        {"hunt": {"n_workers": "all"}},
+        "hunt.n_workers",
+        "auto: the `optuna` algorithm's batch",
+    ),
     "unclosed_prior": (
         {"hunt": {"space": {"lr": "loguniform(1e-4"}}},
         "hunt.space.lr",
@@ -84,6 +94,31 @@ def test_a_bad_config_is_refused_before_any_job_with_file_key_and_fix(
     if key.startswith("data."):
         assert "recipes/speaker_id/prepare.schema.yaml" in shown
     assert not (tmp_path / "results").exists()
+
+
+def test_n_workers_auto_is_the_optuna_batch_within_the_cores(tmp_path: Path) -> None:
+    """auto: the batch, capped by --cores; 1 for an algorithm whose parallel trials would not
+    replay. final.allow_trial_seed lets final.seeds hold recipe.seed."""
+    ((name, options),) = TINY["hunt"]["algorithm"].items()
+    batch_of_4 = {"hunt": {"algorithm": {name: options | {"batch": 4}}}}
+    cases = {
+        "cores-2": (batch_of_4, ["--cores", "2"], 2),
+        "cores-1": (batch_of_4, ["--cores", "1"], 1),
+        "random": (
+            {
+                "hunt": {"algorithm": {"random": {"seed": 1}}},
+                "final": {"seeds": [1986, 1987], "allow_trial_seed": True},
+            },
+            [],
+            1,
+        ),
+    }
+    spec = "results/speaker_id/hunt/spec.json"
+    for label, (override, cores, workers) in cases.items():
+        write_config(tmp_path / label, merge(TINY, override))
+        run = snakemake(tmp_path / label, spec, *cores)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert json.loads((tmp_path / label / spec).read_text())["n_workers"] == workers, label
 
 
 def test_space_key_missing_from_train_yaml_stops_before_any_job(tmp_path: Path) -> None:
