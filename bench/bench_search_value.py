@@ -14,6 +14,9 @@ search the right one? The candidates, over the default's space (config/config.ya
 - ``orion-tpe-24-candidates``: the same with Orion's default ``n_ei_candidates`` (24), the
   default before that, until its collapse onto one value of each ``choices`` dimension was seen;
 - ``default-no-first-trial``: the default without train.yaml as its first trial;
+- ``default-sequential``: the default with ``batch: 1``, each trial proposed from every earlier
+  result (the default runs ``batch: 2``: two trials at once, each proposed without the result
+  of the one before it), to measure what the batch costs the search;
 - ``random-full``: random search, every trial at the full budget (train.yaml's epochs);
 - ``asha-5-15``: ASHA over the epochs (``number_of_epochs~fidelity(5, 15, 3)``: a bracket trains
   3 configurations for 5 epochs and reruns the best at 15; ``ashareseeded``, Orion's ASHA with
@@ -21,13 +24,13 @@ search the right one? The candidates, over the default's space (config/config.ya
 - ``random-2-epochs``: the workflow's default before (random search, 2-epoch trials: a copy of
   the recipe whose hpopt.yaml sets ``number_of_epochs: 2``).
 
-The candidates other than the default and the two ``orion-tpe`` ones run without train.yaml's
-first trial (``hunt.start_with_train_yaml: false``), as the algorithms come. For each and hunt
-seeds 1, 2, 3 a real hunt runs (the workflow's own rules up to ``best.json``, in a scratch
-folder, on the default corpus), and its best params are retrained by the workflow's
-retrain code (:func:`reprohunt.retrain.run`) with every training seed of ``final.seeds``;
-train.yaml untouched (no override) is retrained with the same seeds and data. Each pick is then
-compared with the untuned runs exactly as the workflow's final stage does
+The candidates other than the default, ``default-sequential`` and the two ``orion-tpe`` ones
+run without train.yaml's first trial (``hunt.start_with_train_yaml: false``), as the algorithms
+come. For each and hunt seeds 1, 2, 3 a real hunt runs (the workflow's own rules up to
+``best.json``, in a scratch folder, on the default corpus), and its best params are retrained by
+the workflow's retrain code (:func:`reprohunt.retrain.run`) with every training seed of
+``final.seeds``; train.yaml untouched (no override) is retrained with the same seeds and data.
+Each pick is then compared with the untuned runs exactly as the workflow's final stage does
 (:func:`reprohunt.compare.compare`: per-seed paired differences of the objective metric on the
 test split, their mean and 95 % t interval).
 
@@ -80,6 +83,7 @@ CANDIDATES = (
     "orion-tpe",
     "orion-tpe-24-candidates",
     "default-no-first-trial",
+    "default-sequential",
     "random-full",
     "asha-5-15",
     "random-2-epochs",
@@ -131,6 +135,8 @@ def candidates(
     random = {"random": {"seed": seed}}
     bare = {"start_with_train_yaml": False}
     seeded = seeded_hunt(default, seed)
+    ((name, options),) = seeded["algorithm"].items()
+    sequential = {name: options | {"batch": 1}}
     orion_tpe = {"tpe": {"seed": seed, "n_initial_points": 8, "n_ei_candidates": 1}}
     return {
         "orion-tpe": {"hunt": {"algorithm": orion_tpe}},
@@ -138,6 +144,7 @@ def candidates(
             "hunt": {"algorithm": {"tpe": orion_tpe["tpe"] | {"n_ei_candidates": 24}}}
         },
         "default-no-first-trial": {"hunt": seeded | bare},
+        "default-sequential": {"hunt": {"algorithm": sequential}},
         "random-full": {
             "hunt": {"algorithm": random, "space": space, "max_trials": round(budget / full)} | bare
         },

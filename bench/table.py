@@ -246,7 +246,7 @@ def search_value_detail(result: dict[str, Any]) -> str:
 
 def scaling_rows(result: dict[str, Any]) -> Rows:
     one, two = result["runs"]["1"], result["runs"]["2"]
-    return [
+    rows = [
         [
             "4. Completed trials per hour, 2 workers vs 1 (per hunt, incl. start-up)",
             f"{one['trials_per_hour']:.0f}/h",
@@ -266,6 +266,20 @@ def scaling_rows(result: dict[str, Any]) -> Rows:
             when(result),
         ],
     ]
+    if "default_hunt_wall_ratio" in result:
+        sequential, batched = result["runs"]["default-batch-1"], result["runs"]["default-batch-2"]
+        rows.append(
+            [
+                "4. Default hunt's wall time, batch 2 on 2 workers vs sequential",
+                f"{sequential['hunt_s']:.0f} s",
+                f"{batched['hunt_s']:.0f} s",
+                f"{result['default_hunt_wall_ratio']:.2f}x",
+                "",
+                "",
+                when(result),
+            ]
+        )
+    return rows
 
 
 def e2e_rows(result: dict[str, Any]) -> Rows:
