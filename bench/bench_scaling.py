@@ -17,7 +17,11 @@ Two rates per hunt:
 
 - per hunt: completed trials / the hunt rule's wall time (Snakemake's benchmark record),
   which includes the hunt's fixed start-up (Orion's imports, the warm server);
-- steady state: completed trials / (last trial end - first trial start), from Orion's records.
+- steady state: completed trials / (last trial end - first trial start), from Orion's records;
+
+and the share of the hunt's worker-seconds (its wall time x workers) spent inside training: the
+epochs' own seconds, from each trial's train_log.txt (start-up, reporting, Orion's bookkeeping
+and a worker waiting for a result it is proposed from are the rest).
 
 One hunt per variant (a repeat costs a whole hunt).
 
@@ -54,10 +58,17 @@ def equal_trials(workers: int, trials: int, smoke: bool) -> dict[str, Any]:
     return overrides
 
 
-def default_hunt(batch: int) -> dict[str, Any]:
-    """Config overrides of the default hunt at `batch`, as many workers as the batch."""
+def default_hunt(batch: int, trials: int, smoke: bool) -> dict[str, Any]:
+    """Config overrides of the default hunt at `batch`, as many workers as the batch (--smoke:
+    `trials` trials of the toy model)."""
     ((name, options),) = benchlib.CONFIG["hunt"]["algorithm"].items()
-    return {"hunt": {"algorithm": {name: options | {"batch": batch}}, "n_workers": batch}}
+    hunt = {"algorithm": {name: options | {"batch": batch}}, "n_workers": batch}
+    if smoke:
+        space = benchlib.CONFIG["hunt"]["space"] | {
+            key: f"choices([{value}])" for key, value in benchlib.SMOKE_MODEL.items()
+        }
+        hunt |= {"max_trials": trials, "space": space}
+    return {"hunt": hunt}
 
 
 def hunt(label: str, overrides: dict[str, Any], data: Path, scratch: Path) -> dict[str, Any]:
@@ -73,6 +84,7 @@ def hunt(label: str, overrides: dict[str, Any], data: Path, scratch: Path) -> di
     records = snakemake_run.hunt_trials(workdir)
     completed = [t for t in records if t["status"] == "completed"]
     busy_s = max(t["end"] for t in completed) - min(t["start"] for t in completed)
+    training_s = sum(t["training_s"] for t in completed)
     return {
         "workers": workers,
         "completed": len(completed),
@@ -81,6 +93,8 @@ def hunt(label: str, overrides: dict[str, Any], data: Path, scratch: Path) -> di
         "trials_per_hour": 3600 * len(completed) / hunt_s,
         "steady_trials_per_hour": 3600 * len(completed) / busy_s,
         "trial_s": [t["end"] - t["start"] for t in completed],
+        # Of the hunt's worker-seconds (wall x workers), the share spent in the trials' epochs.
+        "training_share": training_s / (hunt_s * workers),
         "trials": records,
     }
 
@@ -101,7 +115,9 @@ def main() -> None:
     facts = benchlib.machine()
     variants = {str(w): equal_trials(w, args.trials, args.smoke) for w in WORKERS}
     if args.default_hunt:
-        variants |= {f"default-batch-{b}": default_hunt(b) for b in WORKERS}
+        variants |= {
+            f"default-batch-{b}": default_hunt(b, args.trials, args.smoke) for b in WORKERS
+        }
     with benchlib.scratch_dir("scaling") as scratch:
         runs = {label: hunt(label, o, data, Path(scratch)) for label, o in variants.items()}
     one, two = runs["1"], runs["2"]
@@ -122,7 +138,8 @@ def main() -> None:
         print(
             f"{label}: {run['workers']} worker(s), {run['completed']} trials, "
             f"{run['trials_per_hour']:.0f}/h per hunt ({run['hunt_s']:.0f} s), "
-            f"{run['steady_trials_per_hour']:.0f}/h steady"
+            f"{run['steady_trials_per_hour']:.0f}/h steady, "
+            f"{100 * run['training_share']:.0f} % of worker time in training"
         )
     if args.default_hunt:
         ratio = result["default_hunt_wall_ratio"]

@@ -63,7 +63,7 @@ BENCHMARKS = (
     Benchmark("numerics", 240, takes_repeats=False),
     Benchmark("search", 420, takes_repeats=False),
     Benchmark("search_value", 2700, takes_repeats=False),
-    Benchmark("scaling", 240, takes_repeats=False),
+    Benchmark("scaling", 900, takes_repeats=False, extra_args=("--default-hunt",)),
     Benchmark("e2e", 600, needs_corpus=False, takes_repeats=False),
 )
 BY_NAME = {benchmark.name: benchmark for benchmark in BENCHMARKS}

@@ -168,6 +168,18 @@ def hunt_trials(workdir: Path) -> list[dict[str, Any]]:
             "objective": trial.objective.value if trial.objective else None,
             "start": trial.start_time.timestamp() if trial.start_time else None,
             "end": trial.end_time.timestamp() if trial.end_time else None,
+            "training_s": training_seconds(Path(trial.working_dir)),
         }
         for trial in sorted(trials, key=lambda trial: trial.submit_time)
     ]
+
+
+def training_seconds(trial_dir: Path) -> float:
+    """Seconds a speaker-id trial spent in its epochs: the sum of the `(N s, T threads)` the
+    recipe's train_log.txt gives each epoch (its own clock, from first batch to last
+    validation); 0 where there is no such log (another recipe)."""
+    import re
+
+    log = trial_dir / "train_log.txt"
+    text = log.read_text() if log.is_file() else ""
+    return sum(float(s) for s in re.findall(r"\(([0-9.]+) s, \d+ threads", text))

@@ -74,6 +74,10 @@ def test_smoke_workflow_benchmarks(tmp_path: Path) -> None:
     assert results["e2e"]["hunt"]["same_trials"] is True
     assert set(results["e2e"]["rules"]) >= {"prepare", "hunt", "retrain_tuned_seed1987"}
     assert results["scaling"]["runs"]["2"]["completed"] >= 2
+    # The default hunt, sequential (1 worker) and in its batch of 2 (2 workers).
+    sequential, batched = (results["scaling"]["runs"][f"default-batch-{b}"] for b in (1, 2))
+    assert sequential["workers"] == 1 and batched["workers"] == 2
+    assert 0 < batched["training_share"] <= 1 and "Default hunt's wall time" in table
     assert "5. Default hunt" in table and "4. Completed trials per hour" in table
     value = results["search_value"]
     assert set(value["summary"]) == {"default", "default-native", "asha-5-15"}
