@@ -148,6 +148,21 @@ def test_a_batch_waits_for_the_results_it_is_proposed_from(monkeypatch):
     assert len(algorithm.registry) == 4
 
 
+def test_orion_s_cannot_sample_warning_is_dropped_only_while_the_batch_waits(monkeypatch, caplog):
+    """InsistSuggest warns after 100 empty asks; told to wait, that is no failure."""
+    import logging
+
+    monkeypatch.setattr(orion_optuna, "WAIT_S", 0)
+    insist = logging.getLogger("orion.core.worker.algo_wrappers.insist_suggest")
+    algorithm = make(seed=1, batch=2, **TPE)
+    assert len(algorithm.suggest(3)) == 2 and algorithm.suggest(1) == []  # waits for trial 0
+    insist.warning("Unable to sample a new trial from the algorithm, even after 100 attempts!")
+    assert "Unable to sample" not in caplog.text
+    make(seed=1, **TPE).suggest(1)  # not waiting
+    insist.warning("Unable to sample a new trial from the algorithm, even after 100 attempts!")
+    assert "Unable to sample" in caplog.text
+
+
 def test_after_its_random_start_the_sampler_models_what_it_has_seen():
     """Trials 9-16 of the multivariate TPE are better than the same seed's random sampler's
     (median objective; the fixture's optimum: lr near 10**-2.5, little dropout, 4 epochs, the

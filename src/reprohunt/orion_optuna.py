@@ -39,6 +39,7 @@ proposed, so the number of trials does not depend on timing either.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,6 +70,21 @@ _STATES = {"completed": TrialState.COMPLETE, "broken": TrialState.FAIL}
 # need. Once per time Orion loads the algorithm: Orion's InsistSuggest wrapper asks up to 100
 # times in a row before it gives up, and a pause at each held a result back 50 s (measured).
 WAIT_S = 0.5
+
+
+class _WaitingIsNoFailure(logging.Filter):
+    """Drops InsistSuggest's "Unable to sample a new trial … even after 100 attempts" when the
+    last ask was told to wait for results: that is the batch working, not a failure, and it
+    filled the hunt log once a second. Any other time (a space with no new point) it shows."""
+
+    waiting = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.waiting and record.getMessage().startswith("Unable to sample"))
+
+
+_WAITING = _WaitingIsNoFailure()
+logging.getLogger("orion.core.worker.algo_wrappers.insist_suggest").addFilter(_WAITING)
 
 
 def distribution(dimension: Any) -> BaseDistribution:
@@ -181,9 +197,11 @@ class Optuna(BaseAlgorithm):
         space) is asked again, at most 100 times."""
         suggested: list[Trial] = []
         retries = 0
+        _WAITING.waiting = False
         while len(suggested) < num and not self.is_done and retries < 100:
             trials = list(self.registry)
-            if self._blocked(trials):
+            _WAITING.waiting = self._blocked(trials)
+            if _WAITING.waiting:
                 if not suggested and not self._paused:
                     time.sleep(WAIT_S)
                     self._paused = True
