@@ -70,6 +70,14 @@ def log_ticks(low: float, high: float) -> tuple[float, ...]:
     return (1.0, 2.0, 5.0) if math.log10(high / low) <= 2 else (1.0,)
 
 
+def snapped(value: float, up: bool) -> float:
+    """The nearest 1-2-5 value (1, 2, 5, 10, 20 … times a power of 10) at or below `value`, or
+    at or above it with `up`."""
+    scale = 10.0 ** math.floor(math.log10(value))
+    steps = [step * scale for step in (1.0, 2.0, 5.0, 10.0)]
+    return min(s for s in steps if s >= value) if up else max(s for s in steps if s <= value)
+
+
 def short_label(value: float, _position: object = None) -> str:
     """A log axis's tick label as `3e-4`: matplotlib's default (3×10⁻⁴ with minor labels) ran
     the labels of a narrow range into one unreadable line."""
@@ -100,7 +108,11 @@ def plot_params(trials: list[TrialRecord], space: dict[str, str], png: Path) -> 
         axis.set_gid(f"param-{name}")
         if space[name].startswith("loguniform"):
             axis.set_xscale("log")
+            # Out to the 1-2-5 values around the trials: on a narrower axis (trials close
+            # together) matplotlib put its own ticks between them, and two read `5e-3`.
             low, high = axis.get_xlim()
+            low, high = snapped(low, up=False), snapped(high, up=True)
+            axis.set_xlim(low, high)
             axis.xaxis.set_major_locator(LogLocator(base=10, subs=log_ticks(low, high)))
             axis.xaxis.set_major_formatter(FuncFormatter(short_label))
             axis.xaxis.set_minor_formatter(NullFormatter())
