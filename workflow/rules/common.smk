@@ -205,7 +205,8 @@ def hunt_workers() -> int:
     """hunt.n_workers, `auto` resolved: the `optuna` algorithm's batch (a parallel hunt that
     replays: src/reprohunt/orion_optuna.py) shared by the hunt processes, capped by the trials
     the listed GPUs or this run's --cores hold at once; 1 for any other algorithm, whose
-    parallel trials would depend on timing. A cluster executor has no --cores here (CORES is
+    parallel trials would depend on timing, and for GPU or multi-process trials without
+    hunt.gpus to lease from. A cluster executor has no --cores here (CORES is
     1): set n_workers there."""
     hunt = config["hunt"]
     if hunt["n_workers"] != "auto":
@@ -216,9 +217,11 @@ def hunt_workers() -> int:
     batch = (options or {}).get("batch", 1)
     wanted = -(-batch // hunt["parallel_hunts"])
     gpus = hunt.get("gpus")
+    per_trial = config.get("trial", {}).get("gpus_per_trial", 1)
     if isinstance(gpus, list) and gpus:
-        per_trial = config.get("trial", {}).get("gpus_per_trial", 1)
         return max(1, min(wanted, len(gpus) // per_trial))
+    if not gpus and (config["recipe"]["device"] == "cuda" or per_trial > 1):
+        return 1  # no leases: every trial would use the same devices
     return max(1, min(wanted, CORES // final_threads()))
 
 
